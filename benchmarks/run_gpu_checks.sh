@@ -20,7 +20,8 @@ PY="${PYTHON:-python3}"
   -p no:nbval -p no:cacheprovider -o addopts="" -q -rs --durations=5 2>&1 | tee -a "$OUT/gpu_tests.log"
 tests_rc=${PIPESTATUS[0]}
 
-timeout 360 "$PY" benchmarks/cross_attention_speed.py --out "$OUT/RESULTS_gpu.md" 2>&1 \
+# BENCH_ARGS passes extra options, e.g. BENCH_ARGS="--compile-modes reduce-overhead" for a shorter run.
+timeout 360 "$PY" benchmarks/cross_attention_speed.py --out "$OUT/RESULTS_gpu.md" ${BENCH_ARGS:-} 2>&1 \
   | grep -v -E '^(USDT|ERROR):' | tee "$OUT/benchmark.log"
 bench_rc=${PIPESTATUS[0]}
 

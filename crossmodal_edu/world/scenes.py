@@ -7,10 +7,12 @@ oracle that reads images back are built from them.
 
 Geometry, in units of the cell side ``s = image_size / 3``:
 
-- an object's centre is the cell centre plus a jitter of at most ``JITTER_FRACTION * s``
-  (1 px at ``image_size=32``) on each axis, drawn only when ``render`` gets an ``rng``;
-- its half-extent is ``SIZE_FRACTIONS[size] * s``; a large object plus the largest jitter
-  still ends half a pixel inside its cell (at 32 px), so objects never touch.
+- an object's half-extent is ``SIZE_FRACTIONS[size] * s`` (2.9 px small, 4.05 px large at 32 px);
+- its centre is the cell centre plus a jitter, drawn only when ``render`` gets an ``rng``, of
+  at most ``JITTER_FRACTION * s`` (1 px at ``image_size=32``) on each axis, and never more than
+  keeps the object's antialiased edge inside its cell (large objects: 0.78 px at 32 px).
+  A pixel belongs to the cell its centre lies in, so every lit pixel belongs to its object's
+  cell and objects never touch.
 
 Used by lesson 02 (caption words attend to image patches), lesson 03 (train an attention
 layer to find the patches a word names) and the miniature DALL-E.
@@ -43,7 +45,8 @@ SIZES: tuple[str, ...] = ("small", "large")
 
 SIZE_FRACTIONS: dict[str, float] = {"small": 0.27, "large": 0.38}
 """Half-extent of an object (circle radius, half the square's side, half the triangle's
-base and height) as a fraction of the cell side: 2.6 px and 3.8 px at ``image_size=32``."""
+base and height) as a fraction of the cell side: 2.9 px and 4.05 px at ``image_size=32``.
+As large as the cell allows: bigger shapes keep their corners readable under blur."""
 
 JITTER_FRACTION: float = 3 / 32
 """Largest shift of an object's centre on each axis, as a fraction of the cell side
@@ -234,12 +237,14 @@ def shape_alpha(
             outside = np.sqrt(np.maximum(qy, 0) ** 2 + np.maximum(qx, 0) ** 2)
             sdf[sel] = outside + np.minimum(np.maximum(qy, qx), 0)
         elif name == "triangle":
-            # Pointing up: apex (-r, 0), base from (r, -r) to (r, r); the max of the three
-            # edge half-plane distances is exact inside and close enough outside.
+            # Pointing up: apex (-r, 0), base from (r, -r) to (r, r). The max of the three edge
+            # half-plane distances is exact inside; the bounding box term keeps the ramp past
+            # the sharp base corners from reaching further out than a square's would.
             base = y - r
             left = (-(y - r) - 2 * (x + r)) / np.sqrt(5.0)
             right = (-(y - r) + 2 * (x - r)) / np.sqrt(5.0)
-            sdf[sel] = np.maximum(np.maximum(base, left), right)
+            box = np.maximum(np.abs(x) - r, -r - y)
+            sdf[sel] = np.maximum(np.maximum(np.maximum(base, left), right), box)
     return np.clip(0.5 - sdf, 0.0, 1.0)
 
 
@@ -262,7 +267,9 @@ def _object_arrays(
     centres = (np.array([[o.row, o.col] for o in objects], dtype=np.float64) + 0.5) * cell
     centres = centres.reshape(len(objects), 2)  # (M, 2), also when M == 0
     if jitter is not None:
-        centres = centres + jitter * JITTER_FRACTION * cell
+        # The antialiasing ramp reaches half a pixel beyond the outline; stop it at the cell edge.
+        room = np.clip(cell / 2 - half - 0.5, 0.0, JITTER_FRACTION * cell)  # (M,) px
+        centres = centres + jitter * room[:, None]
     colours = np.array([COLOURS[o.colour] for o in objects], dtype=np.float32).reshape(-1, 3)
     return shape_ids, half, centres, colours
 
@@ -275,7 +282,8 @@ def render_batch(
     Each image is black plus, for every object, its coverage times its colour:
     :math:`I(p) = \\sum_o \\alpha_o(p)\\, c_o` (objects never overlap, so the sum never
     exceeds 1). With ``rng``, every object's centre moves by up to ``JITTER_FRACTION`` of a cell
-    (1 px at 32 px) on each axis, uniformly; without, objects sit at their cell centres.
+    (1 px at 32 px; less for large objects, which must stay inside their cell) on each axis,
+    uniformly; without, objects sit at their cell centres.
     """
     _check_image_size(image_size)
     images = np.zeros((len(scenes), image_size, image_size, 3), dtype=np.float32)
