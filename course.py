@@ -125,7 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     try:
         if args.command == "lab":
-            run([python, "-m", "jupyter", "lab", FIRST_LESSON, *rest], cwd=ROOT, env=env)
+            # Serve the whole repository (so lessons can link to benchmarks/, exercises/, ...)
+            # and open the welcome lesson.
+            lab = [python, "-m", "jupyter", "lab", f"--ServerApp.root_dir={ROOT}",
+                   f"--LabApp.default_url=/lab/tree/{FIRST_LESSON}"]
+            if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in rest:
+                say("running as root (a container?): adding --allow-root")
+                lab.append("--allow-root")
+            run([*lab, *rest], cwd=ROOT, env=env)
         elif args.command == "test":
             env.setdefault("MPLBACKEND", "Agg")
             run([python, "-m", "pytest", *rest], cwd=ROOT, env=env)

@@ -93,7 +93,8 @@ def scaled_dot_product_attention(
         Returns ``(out, weights)``: out ``(..., Lq, d_v)``, weights ``(..., Lq, Lk)``.
 
     Leading (batch, head) dims broadcast as in ``np.matmul``. A query whose keys are all masked
-    gets all-zero weights and a zero output (PyTorch gives NaN there). Float dtypes are kept.
+    gets all-zero weights and a zero output (a plain softmax gives NaN there, as do some
+    PyTorch versions and kernels). Float dtypes are kept.
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """

@@ -35,6 +35,16 @@ def _is_compiling() -> bool:
     return bool(torch._dynamo.is_compiling())  # torch < 2.3
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether torch.autocast is active for this device type (which then mixes dtypes itself)."""
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch < 2.4 takes no argument and answers for CUDA only
+        if device_type == "cpu":
+            return bool(torch.is_autocast_cpu_enabled())
+        return bool(torch.is_autocast_enabled())
+
+
 class MultiHeadCrossAttention(nn.Module):
     r"""Multi-head cross-attention: queries from ``x`` (modality A), keys and values from
     ``context`` (modality B).
@@ -74,7 +84,8 @@ class MultiHeadCrossAttention(nn.Module):
     made the attention kernel 1.5x slower; see benchmarks/RESULTS.md.)
 
     **Rows with no context.** If every key of a batch element is padding, its query rows
-    have nothing to attend to: softmax over an empty set is 0/0, and SDPA returns NaN.
+    have nothing to attend to: softmax over an empty set is 0/0, which a plain softmax (and
+    SDPA in older PyTorch releases and some GPU kernels) turns into NaN.
     Here such rows attend to all keys (so every number stays finite) and the result is
     replaced by zeros afterwards: their ``weights`` and their attention result (the heads,
     before ``to_out``) are exactly 0, so the output row is ``to_out.bias`` (0 with
@@ -128,6 +139,13 @@ class MultiHeadCrossAttention(nn.Module):
     def _check_inputs(
         self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
     ) -> None:
+        for name, value in (("x", x), ("context", context), ("context_mask", context_mask)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise ValueError(
+                    f"{name} must be a torch.Tensor, but it is a {type(value).__module__}."
+                    f"{type(value).__name__}; convert it with torch.from_numpy({name}) or "
+                    f"torch.as_tensor({name})"
+                )
         if x.ndim != 3 or x.shape[-1] != self.query_dim:
             raise ValueError(
                 f"x must have shape (B, Lq, query_dim) with query_dim={self.query_dim}, "
@@ -145,6 +163,15 @@ class MultiHeadCrossAttention(nn.Module):
             )
         if x.device != context.device:
             raise ValueError(f"x is on {x.device} but context is on {context.device}")
+        weight = self.to_q.weight
+        if not _autocast_enabled(x.device.type):
+            for name, value in (("x", x), ("context", context)):
+                if value.dtype != weight.dtype:
+                    raise ValueError(
+                        f"{name} has dtype {value.dtype} but the module's weights are "
+                        f"{weight.dtype}: convert one of them, e.g. {name}.to({weight.dtype}) "
+                        f"or module.to({value.dtype}), or run under torch.autocast"
+                    )
         if context_mask is not None:
             expected = (context.shape[0], context.shape[1])
             if tuple(context_mask.shape) != expected:

@@ -395,3 +395,25 @@ def test_block_computes_pre_norm_residual_attention_then_mlp(device, gated):
     expected = h + g2 * (hidden @ fc2.weight.T + fc2.bias)
     torch.testing.assert_close(block(x, context, context_mask), expected, rtol=0, atol=1e-12)
     assert block.mlp[0].out_features == 2 * QUERY_DIM
+
+
+def test_numpy_input_is_rejected_with_a_conversion_hint():
+    module = MultiHeadCrossAttention(8, 6, num_heads=2)
+    x, context = np.zeros((1, 3, 8), dtype=np.float32), torch.zeros(1, 4, 6)
+    with pytest.raises(ValueError, match=r"x must be a torch.Tensor.*numpy.*torch.from_numpy\(x\)"):
+        module(x, context)
+
+
+def test_dtype_mismatch_outside_autocast_names_both_dtypes():
+    module = MultiHeadCrossAttention(8, 6, num_heads=2)  # float32 weights
+    x, context = torch.zeros(1, 3, 8, dtype=torch.float64), torch.zeros(1, 4, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"x has dtype torch.float64 but the module's weights are torch.float32"):
+        module(x, context)
+
+
+def test_mixed_dtypes_are_accepted_under_autocast():
+    module = MultiHeadCrossAttention(8, 6, num_heads=2)
+    x, context = torch.randn(1, 3, 8).bfloat16(), torch.randn(1, 4, 6)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = module(x, context)
+    assert out.shape == (1, 3, 8) and torch.isfinite(out).all()
