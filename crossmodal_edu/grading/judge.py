@@ -1,0 +1,330 @@
+"""Judge one answer to one task: run it on fresh random inputs, compare it with the reference, and
+when it is wrong, say which known mistake it is (or, for an unknown one, which property fails and by
+how much), in plain words.
+
+How a wrong function is diagnosed, in order:
+
+1. it raised ``NotImplementedError`` (an exercise stub): *not attempted*;
+2. it changed an input array: the in-place mistake;
+3. it still behaves like the buggy code a "fix this" exercise started with: *not attempted*;
+4. it agrees with a catalogued mistake on every case: that mistake, with its hint. "Agrees" means:
+   on each case either both return outputs that are close, or both raise the same kind of
+   exception; and on at least one case both return;
+5. it raised an exception: the exception's message and the line of the learner's code it came from;
+6. it returned the wrong kind or shape of thing: what came and what was expected;
+7. otherwise: the first property that fails and the largest deviation from the reference.
+"""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from crossmodal_edu.compare import to_numpy
+from crossmodal_edu.grading.result import ERROR, FAILED, NOT_ATTEMPTED, PASSED, Result
+from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, PredictionTask, Task
+
+__all__ = ["judge", "new_seed"]
+
+
+def new_seed() -> int:
+    """A fresh seed, short enough to read out and type back in."""
+    return int(np.random.SeedSequence().entropy % 1_000_000)
+
+
+@dataclass
+class _Outcome:
+    """What one call did: returned ``value`` (converted to arrays) or raised ``error``."""
+
+    value: Any = None
+    error: Optional[BaseException] = None
+    changed: Optional[str] = None  # the name of an input the call modified
+
+
+def _as_arrays(value: Any) -> Any:
+    """Tuples and lists of arrays (or tensors, or numbers) as tuples of float64 arrays, recursively."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_as_arrays(v) for v in value)
+    if value is None:
+        return None
+    try:
+        array = to_numpy(value)
+    except Exception:
+        return value
+    if array.dtype.kind in "biuf":
+        return array.astype(np.float64)
+    return value
+
+
+def _same_array(a: Any, b: Any) -> bool:
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+def _call(fn: Callable[..., Any], case: Case) -> _Outcome:
+    args, options = case.fresh()
+    before = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+    try:
+        # The learner's overflow or 0/0 shows up as inf or NaN in the output, which we report;
+        # NumPy's warnings would only bury that message.
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            value = fn(*args, **options)
+    except Exception as error:  # KeyboardInterrupt is not caught: a learner may stop a long check
+        return _Outcome(error=error)
+    outcome = _Outcome(value=_as_arrays(value))
+    for name, old, new in zip(case.inputs, before, args):
+        if old is not None and not _same_array(old, new):
+            outcome.changed = name
+            break
+    return outcome
+
+
+def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(_close(x, y, rtol, atol) for x, y in zip(a, b)))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        if a.shape != b.shape:
+            return False
+        try:
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        except AssertionError:
+            return False
+        return True
+    if a is None or b is None:
+        return a is None and b is None
+    return False
+
+
+def _agrees(learner: list[_Outcome], mistake: list[_Outcome], task: FunctionTask) -> bool:
+    both_returned = False
+    for mine, theirs in zip(learner, mistake):
+        if mine.error is not None or theirs.error is not None:
+            if mine.error is None or theirs.error is None or type(mine.error) is not type(theirs.error):
+                return False
+            continue
+        if not _close(mine.value, theirs.value, task.rtol, task.atol):
+            return False
+        both_returned = True
+    return both_returned
+
+
+def _unpack(task: FunctionTask, value: Any) -> tuple[Optional[tuple[np.ndarray, ...]], Optional[str]]:
+    """The learner's outputs as a tuple of arrays in the task's order, or a sentence saying why not."""
+    n = len(task.outputs)
+    if n == 1:
+        if value is None:
+            return None, "returned None: did it forget to `return`?"
+        items = (value,)
+    else:
+        wanted = f"a tuple ({', '.join(task.outputs)})"
+        if value is None:
+            return None, f"returned None instead of {wanted}: did it forget to `return`?"
+        if not isinstance(value, tuple):
+            return None, f"returned {_kind(value)} instead of {wanted}"
+        if len(value) != n:
+            return None, f"returned a tuple of {len(value)} things instead of {wanted}"
+        items = value
+    arrays = []
+    for name, item in zip(task.outputs, items):
+        if item is None:
+            return None, f"returned None for `{name}`: did it forget to `return`?"
+        if not isinstance(item, np.ndarray):
+            return None, f"returned {_kind(item)} for `{name}`, not an array"
+        arrays.append(item)
+    return tuple(arrays), None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"one array of shape {tuple(value.shape)}"
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _where(error: BaseException, fn: Callable[..., Any]) -> str:
+    """``line 3 of softmax: `return e / e.sum()` ``: the learner's line the exception came from."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return ""
+    last = None
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == code.co_filename:
+            last = (frame, lineno)
+    if last is None:
+        return ""
+    frame, lineno = last
+    line = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
+    where = f"line {lineno - code.co_firstlineno + 1} of {code.co_name}"
+    return f"{where}: `{line}`" if line else where
+
+
+def _error_text(error: BaseException) -> str:
+    message = str(error).strip().splitlines()
+    first = message[0] if message else ""
+    if len(first) > 300:
+        first = first[:300] + "…"
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _deviation(task: FunctionTask, mine: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -> str:
+    worst = None
+    for name, a, b in zip(task.outputs, mine, expected):
+        with np.errstate(invalid="ignore"):
+            diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        if diff.size == 0:
+            continue
+        i = int(np.argmax(diff))
+        if worst is None or diff.flat[i] > worst[0]:
+            worst = (float(diff.flat[i]), name, np.unravel_index(i, a.shape), a.flat[i], b.flat[i])
+    if worst is None:
+        return "the values differ from the reference"
+    size, name, index, yours, ref = worst
+    index = tuple(int(j) for j in index)
+    return (f"largest deviation from the reference: {size:.3g} in `{name}` at index {index} "
+            f"(yours {yours:.6g}, reference {ref:.6g})")
+
+
+def _result(task: Task, status: str, summary: str, details: list[str] = (), mistake: Optional[str] = None,
+            seed: Optional[int] = None) -> Result:
+    reproduce = None
+    if seed is not None:
+        reproduce = f'check("{task.id}", {task.name}, seed={seed})'
+    return Result(task_id=task.id, title=task.title, status=status,
+                  points=task.points if status == PASSED else 0, max_points=task.points,
+                  summary=summary, details=list(details), mistake=mistake, seed=seed,
+                  reproduce=reproduce)
+
+
+def _reference(task: FunctionTask, case: Case) -> Any:
+    args, options = case.fresh()
+    return task.reference(*args, **options)
+
+
+def _not_implemented(outcomes: list[_Outcome]) -> Optional[NotImplementedError]:
+    for outcome in outcomes:
+        if isinstance(outcome.error, NotImplementedError):
+            return outcome.error
+    return None
+
+
+def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
+    if fn is None or fn is Ellipsis:
+        return _result(task, NOT_ATTEMPTED, f"not attempted yet: `{task.name}` is {fn!r}")
+    if not callable(fn):
+        return _result(task, FAILED, f"`{task.name}` should be a function {task.signature}, "
+                                     f"but it is {_kind(fn)}", seed=seed)
+    cases = task.cases(np.random.default_rng(seed))
+    mine = [_call(fn, case) for case in cases]
+
+    stub = _not_implemented(mine)
+    if stub is not None:
+        said = str(stub).strip()
+        return _result(task, NOT_ATTEMPTED, "not attempted yet" + (f" ({said})" if said else ""))
+
+    for case, outcome in zip(cases, mine):
+        if outcome.changed is not None:
+            hint = (f"your function changed its input `{outcome.changed}` in place (an in-place "
+                    f"operation such as `{outcome.changed} -= …` or `{outcome.changed}[...] = …`); "
+                    f"work on a new array instead: `{outcome.changed} = {outcome.changed} - …`")
+            return _result(task, FAILED, f"mistake found: {IN_PLACE}", [f"Hint: {hint}",
+                           f"Seen on: {case.describe()}"], mistake=IN_PLACE, seed=seed)
+
+    expected = [_as_arrays(_reference(task, case)) for case in cases]
+    unpacked = [(_unpack(task, o.value) if o.error is None else (None, None)) for o in mine]
+    right = [o.error is None and _close(o.value, e, task.rtol, task.atol) for o, e in zip(mine, expected)]
+
+    if all(right):
+        for case, (outputs, _) in zip(cases, unpacked):
+            for prop in task.properties:
+                problem = _checked_property(prop, fn, case, outputs)
+                if problem:
+                    return _result(task, FAILED, f"matches the reference, yet {prop.name}",
+                                   [f"But {problem}", f"Seen on: {case.describe()}"], seed=seed)
+        return _result(task, PASSED, "passed", seed=seed)
+
+    # The planted bug of a "fix this" exercise first: while it is there, nothing was fixed yet.
+    catalogue = sorted((m for m in task.mistakes if m.impl is not None and not m.in_place),
+                       key=lambda m: m.name != task.planted)
+    for mistake in catalogue:
+        theirs = [_call(mistake.impl, case) for case in cases]
+        if _agrees(mine, theirs, task):
+            if mistake.name == task.planted:
+                return _result(task, NOT_ATTEMPTED,
+                               "not fixed yet: it still behaves like the buggy version you were given",
+                               mistake=mistake.name)
+            return _result(task, FAILED, f"mistake found: {mistake.name}", [f"Hint: {mistake.hint}"],
+                           mistake=mistake.name, seed=seed)
+
+    first_wrong = right.index(False)
+    case, outcome = cases[first_wrong], mine[first_wrong]
+    seen = f"Seen on: {case.describe()}"
+    if outcome.error is not None:
+        where = _where(outcome.error, fn)
+        details = [f"It raised {_error_text(outcome.error)}"] + ([f"In {where}"] if where else []) + [seen]
+        return _result(task, ERROR, f"your function raised {type(outcome.error).__name__}", details,
+                       seed=seed)
+    outputs, problem = unpacked[first_wrong]
+    if problem:
+        return _result(task, FAILED, f"it {problem}", [seen], seed=seed)
+    reference_outputs, _ = _unpack(task, expected[first_wrong])
+    for name, a, b in zip(task.outputs, outputs, reference_outputs):
+        if a.shape != b.shape:
+            same_size = " (the same number of entries: a missing transpose or reshape?)" if a.size == b.size else ""
+            return _result(task, FAILED, f"`{name}` has the wrong shape",
+                           [f"`{name}` has shape {tuple(a.shape)}, but it should have shape "
+                            f"{tuple(b.shape)}{same_size}", seen], seed=seed)
+    deviation = _deviation(task, outputs, reference_outputs)
+    for prop in task.properties:
+        problem = _checked_property(prop, fn, case, outputs)
+        if problem:
+            return _result(task, FAILED, f"not yet: {prop.name}",
+                           [f"But {problem}", deviation.capitalize(), seen], seed=seed)
+    return _result(task, FAILED, "not yet: every property holds, but the values differ from the reference",
+                   [deviation.capitalize(), seen], seed=seed)
+
+
+def _checked_property(prop, fn, case: Case, outputs) -> Optional[str]:
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return prop.test(fn, case, outputs)
+    except Exception as error:  # a property that re-calls the learner's function may hit its bug
+        return f"{prop.name}: checking it raised {_error_text(error)}"
+
+
+def _judge_prediction(task: PredictionTask, value: Any) -> Result:
+    if value is None or value is Ellipsis:
+        return _result(task, NOT_ATTEMPTED, f"not attempted yet: write {task.expects} into `{task.name}`")
+    try:
+        right = bool(task.accept(value))
+    except Exception:
+        right = False
+    if right:
+        return _result(task, PASSED, "passed", [task.explanation])
+    for mistake in task.mistakes:
+        try:
+            same = bool(task.same(value, mistake.value))
+        except Exception:
+            same = False
+        if same:
+            return _result(task, FAILED, f"not quite: {mistake.name}", [f"Hint: {mistake.hint}"],
+                           mistake=mistake.name)
+    return _result(task, FAILED, f"not quite: {value!r} is not what happens",
+                   [f"Expected {task.expects}. Run the experiment below, then think again."])
+
+
+def judge(task: Task, answer: Any, seed: Optional[int] = None) -> Result:
+    """Judge ``answer`` (a function, or a predicted value) against ``task``; never raises for the
+    learner's mistakes. ``seed`` reproduces a function check (a fresh one is drawn if ``None``)."""
+    if isinstance(task, PredictionTask):
+        return _judge_prediction(task, answer)
+    return _judge_function(task, answer, new_seed() if seed is None else int(seed))

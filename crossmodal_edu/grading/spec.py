@@ -1,0 +1,147 @@
+r"""What a graded task is: the inputs it draws, the reference it is held to, the properties a correct
+answer has, and the catalogue of known mistakes that a wrong answer is compared with.
+
+A lesson's exercises are a module of these specs in ``crossmodal_edu/grading/tasks/`` (one module
+per lesson, ``lessonNN.py``, exposing ``TASKS``); adding a lesson is adding such a module.
+
+Two kinds of task:
+
+* :class:`FunctionTask`: the learner writes (or fixes) a function. Every check draws fresh random
+  inputs (:class:`Case`) from a seed, so a hard-coded answer cannot pass, and compares the
+  learner's output with ``reference`` (the package's own implementation).
+* :class:`PredictionTask`: "predict, then run": the learner writes down a value before running an
+  experiment; wrong values that reveal a known misconception name it.
+
+A :class:`Mistake` is a known wrong answer written as code (or, for a prediction, as a value), with a
+name and a hint. On a mismatch the check runs every catalogued mistake on the same inputs and names
+the one whose output the learner's output reproduces.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+__all__ = ["Case", "Mistake", "Property", "FunctionTask", "PredictionTask", "Task", "IN_PLACE"]
+
+# The one mistake every function task can show, detected by comparing the inputs before and after.
+IN_PLACE = "changes its input in place"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One set of inputs for a function under test.
+
+    ``inputs`` are passed positionally, in order (their names are only for messages, so a learner
+    may name the parameters as they like); ``options`` are passed by keyword (``axis=1``).
+    ``note`` says what is special about the case ("logits near 10 000"), for messages.
+    """
+
+    inputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def fresh(self) -> tuple[list[Any], dict[str, Any]]:
+        """Deep copies of the arguments, so that no call can change what the next call sees."""
+        return copy.deepcopy(list(self.inputs.values())), copy.deepcopy(dict(self.options))
+
+    def describe(self) -> str:
+        """``q (2, 3, 4, 6), k (2, 3, 7, 6), axis=1``: the shapes a message should mention."""
+        parts = []
+        for name, value in self.inputs.items():
+            shape = getattr(value, "shape", None)
+            parts.append(f"{name} {tuple(int(n) for n in shape)}" if shape is not None else name)
+        parts += [f"{name}={value!r}" for name, value in self.options.items()]
+        text = ", ".join(parts)
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong answer.
+
+    ``name`` is what the learner is told they did ("softmax over the queries axis"), ``hint`` what to
+    change. ``impl`` is the mistake as code, with the task function's signature; ``value`` is the
+    wrong prediction that reveals it (prediction tasks). A mistake with ``in_place=True`` is
+    recognised by the inputs changing, not by its output.
+    """
+
+    name: str
+    hint: str
+    impl: Optional[Callable[..., Any]] = None
+    value: Any = None
+    in_place: bool = False
+
+
+@dataclass(frozen=True)
+class Property:
+    """A property every correct output has, stated in plain words.
+
+    ``test(fn, case, outputs)`` gets the learner's function, the case, and the learner's outputs
+    (a tuple of float64 arrays, in the order of the task's ``outputs``) and returns ``None`` when
+    the property holds, or a sentence saying how it fails ("row (0, 2) sums to 0.73").
+    """
+
+    name: str
+    test: Callable[[Callable[..., Any], Case, tuple[np.ndarray, ...]], Optional[str]]
+
+
+@dataclass(frozen=True)
+class FunctionTask:
+    """A task whose answer is a function: implement it, or fix the buggy one given.
+
+    ``cases(rng)`` draws the inputs of one check; sizes are chosen so that mistakes are
+    distinguishable (Lq != Lk, d_k != d_v, d_k > 1, batch dims), and some cases exist only to
+    tell two mistakes apart. ``reference`` is the correct function with the same signature.
+    ``outputs`` names what the function returns: one name for a single array, several for a tuple.
+    ``planted`` names the catalogued mistake that a "fix this buggy function" exercise starts
+    with: while the learner's function still shows it, the task counts as not attempted.
+    """
+
+    id: str
+    title: str
+    points: int
+    name: str
+    signature: str
+    cases: Callable[[np.random.Generator], list[Case]]
+    reference: Callable[..., Any]
+    outputs: tuple[str, ...]
+    properties: tuple[Property, ...] = ()
+    mistakes: tuple[Mistake, ...] = ()
+    planted: Optional[str] = None
+    rtol: float = 1e-6
+    atol: float = 1e-9
+
+    def __post_init__(self) -> None:
+        names = [m.name for m in self.mistakes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.id}: two catalogued mistakes share a name: {names}")
+        if self.planted is not None and self.planted not in names:
+            raise ValueError(f"{self.id}: planted mistake {self.planted!r} is not in the catalogue")
+
+
+@dataclass(frozen=True)
+class PredictionTask:
+    """A "predict, then run" question: the learner writes a value before running the experiment.
+
+    ``accept(value)`` says whether a prediction is right; ``answer`` is shown once it is, with
+    ``explanation``. Each catalogued mistake carries the wrong ``value`` that reveals it, matched
+    with ``same(value, mistake.value)``. ``expects`` says in words what to write ("a number").
+    """
+
+    id: str
+    title: str
+    points: int
+    name: str
+    expects: str
+    answer: Any
+    accept: Callable[[Any], bool]
+    explanation: str
+    mistakes: tuple[Mistake, ...] = ()
+    same: Callable[[Any, Any], bool] = lambda a, b: a == b
+
+
+Task = FunctionTask | PredictionTask

@@ -1,0 +1,82 @@
+"""Properties shared by the tasks of several lessons, each a :class:`~crossmodal_edu.grading.spec.Property`
+whose failure message is a plain sentence with the place where it fails."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from crossmodal_edu.grading.spec import Case, Property
+
+__all__ = ["has_shapes", "finite", "between_0_and_1", "sums_to_one", "where", "first", "first_value"]
+
+
+def where(index) -> str:
+    return str(tuple(int(i) for i in index))
+
+
+def first(bad: np.ndarray) -> str:
+    """The index of the first True entry, as ``(0, 2, 1)``."""
+    return where(np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape))
+
+
+def first_value(a: np.ndarray, bad: np.ndarray) -> float:
+    """The entry of ``a`` at the first True entry of ``bad`` (of the same shape)."""
+    return float(a[np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)])
+
+
+def has_shapes(expected: Callable[[Case], tuple[tuple[int, ...], ...]], words: str) -> Property:
+    """The outputs have the shapes ``expected(case)`` (one per output); ``words`` names them."""
+
+    def test(fn, case, outputs) -> Optional[str]:
+        for got, want in zip(outputs, expected(case)):
+            if got.shape != tuple(want):
+                return f"an output has shape {tuple(got.shape)}, but it should have shape {tuple(want)}"
+        return None
+
+    return Property(f"the shapes must be {words}", test)
+
+
+def finite(output: int, name: str) -> Property:
+    def test(fn, case, outputs) -> Optional[str]:
+        a = outputs[output]
+        bad = ~np.isfinite(a)
+        if bad.any():
+            return (f"`{name}` has {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} infinite "
+                    f"value(s), the first at index {first(bad)}")
+        return None
+
+    return Property(f"`{name}` must contain no NaN or inf", test)
+
+
+def between_0_and_1(output: int, name: str) -> Property:
+    def test(fn, case, outputs) -> Optional[str]:
+        a = outputs[output]
+        bad = (a < -1e-12) | (a > 1 + 1e-12)
+        if bad.any():
+            return f"`{name}` has the value {first_value(a, bad):.4g} at index {first(bad)}"
+        return None
+
+    return Property(f"every entry of `{name}` must lie between 0 and 1", test)
+
+
+def sums_to_one(output: int, axis: Callable[[Case], int], statement: str, what: str,
+                rows: Optional[Callable[[Case, np.ndarray], np.ndarray]] = None) -> Property:
+    """``outputs[output]`` sums to 1 along ``axis(case)``.
+
+    ``statement`` is the property in words ("each query's weights must sum to 1 over the keys"), ``what``
+    names one slice in a failure message ("the weights of query"); ``rows(case, sums)`` selects the
+    slices that must sum to 1 (default: all).
+    """
+
+    def test(fn, case, outputs) -> Optional[str]:
+        sums = outputs[output].sum(axis=axis(case))
+        must = np.ones(sums.shape, bool) if rows is None else np.broadcast_to(rows(case, sums), sums.shape)
+        bad = must & ~np.isclose(sums, 1.0, rtol=0, atol=1e-6)
+        if bad.any():
+            index = np.unravel_index(int(np.flatnonzero(bad)[0]), sums.shape)
+            return f"{what} {where(index)} sum to {sums[index]:.4g}, not 1"
+        return None
+
+    return Property(statement, test)

@@ -1,0 +1,190 @@
+"""The checks a learner runs: fresh inputs every call, reproducible by seed, never a crash, and a
+result that says what is wrong in words (the catalogue of named mistakes is tested in
+test_grading_mistakes.py)."""
+import numpy as np
+import pytest
+
+from crossmodal_edu import numpy_attention as reference
+from crossmodal_edu.grading import all_tasks, build_scoreboard, check, get_task, judge, latest_result, session
+from crossmodal_edu.grading.result import ERROR, FAILED, NOT_ATTEMPTED, NOT_CHECKED, PASSED
+from crossmodal_edu.grading.spec import FunctionTask, PredictionTask
+
+SOFTMAX = get_task("01.softmax")
+ATTENTION = get_task("01.attention")
+FUNCTION_TASKS = [t for t in all_tasks() if isinstance(t, FunctionTask)]
+
+
+@pytest.fixture(autouse=True)
+def fresh_session(monkeypatch):
+    monkeypatch.setattr(session, "_SESSION", {})
+
+
+def softmax_with_a_bug_on_line_3(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis)[..., 0, None]
+
+
+def test_the_reference_passes_every_function_task_on_many_seeds():
+    for task in FUNCTION_TASKS:
+        for seed in range(10):
+            result = judge(task, task.reference, seed)
+            assert result.status == PASSED, result.text()
+            assert result.points == task.points
+
+
+def test_a_stub_is_not_attempted_not_a_crash():
+    def softmax(z, axis=-1):
+        raise NotImplementedError("softmax() is not written yet")
+
+    result = judge(SOFTMAX, softmax)
+    assert result.status == NOT_ATTEMPTED and result.points == 0
+    assert "softmax() is not written yet" in result.summary
+
+
+def test_a_stub_deeper_down_is_not_attempted_and_names_the_unfinished_function():
+    def softmax(z, axis=-1):
+        raise NotImplementedError("softmax() is not written yet")
+
+    def attention(q, k, v):
+        weights = softmax(q @ k.swapaxes(-1, -2))
+        return weights @ v, weights
+
+    result = judge(ATTENTION, attention)
+    assert result.status == NOT_ATTEMPTED and "softmax()" in result.summary
+
+
+@pytest.mark.parametrize("answer", [None, ...])
+def test_none_or_ellipsis_is_not_attempted(answer):
+    for task in (SOFTMAX, get_task("01.score_std")):
+        assert judge(task, answer).status == NOT_ATTEMPTED
+
+
+def test_an_exception_is_reported_with_its_message_and_the_learners_line_not_a_traceback():
+    result = judge(SOFTMAX, softmax_with_a_bug_on_line_3, seed=1)
+    assert result.status == ERROR and result.points == 0
+    text = result.text()
+    assert "IndexError" in text or "ValueError" in text
+    assert "line 3 of softmax_with_a_bug_on_line_3" in text
+    assert "return e / e.sum(axis=axis)[..., 0, None]" in text
+    assert "Traceback" not in text and 'File "' not in text
+
+
+def test_forgetting_to_return_says_so():
+    def softmax(z, axis=-1):
+        np.exp(z)
+
+    result = judge(SOFTMAX, softmax, seed=2)
+    assert result.status == FAILED and "forget to `return`" in result.summary
+
+
+def test_a_wrong_shape_says_which_shape_came_and_which_was_expected():
+    def attention(q, k, v):
+        weights = reference.softmax(q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]))
+        return (weights @ v)[..., :1], weights
+
+    result = judge(ATTENTION, attention, seed=3)
+    assert result.status == FAILED and "`out` has the wrong shape" in result.summary
+    assert "but it should have shape" in result.text()
+
+
+def test_an_unknown_mistake_gets_the_first_failing_property_and_the_largest_deviation():
+    def softmax(z, axis=-1):
+        e = np.exp(z - z.max(axis=axis, keepdims=True))
+        return e / (e.sum(axis=axis, keepdims=True) + 0.1)
+
+    result = judge(SOFTMAX, softmax, seed=4)
+    assert result.status == FAILED and result.mistake is None
+    assert result.summary == "not yet: the weights must sum to 1 along `axis`"
+    assert "Largest deviation from the reference" in result.text()
+    assert "Seen on: z (" in result.text()
+
+
+def test_a_non_function_answer_says_what_it_is():
+    result = judge(SOFTMAX, np.ones(3))
+    assert result.status == FAILED and "should be a function" in result.summary
+
+
+def test_the_same_seed_reproduces_a_check_and_the_seed_is_shown():
+    def softmax(z, axis=-1):
+        return np.exp(z) / np.exp(z).sum(axis=axis, keepdims=True) + 1e-3
+
+    first, again = judge(SOFTMAX, softmax, seed=123), judge(SOFTMAX, softmax, seed=123)
+    assert first.text() == again.text()
+    assert "seed 123" in first.text()
+    assert 'Reproduce: check("01.softmax", softmax, seed=123)' in first.text()
+
+
+def test_every_check_draws_fresh_inputs():
+    seen = []
+
+    def softmax(z, axis=-1):
+        seen.append(z.copy())
+        return reference.softmax(z, axis)
+
+    judge(SOFTMAX, softmax)
+    judge(SOFTMAX, softmax)
+    half = len(seen) // 2
+    assert not any(np.array_equal(a, b) for a, b in zip(seen[:half], seen[half:]))
+
+
+def test_check_shows_the_result_once_records_it_and_never_raises(capsys):
+    def softmax(z, axis=-1):
+        raise RuntimeError("boom")
+
+    assert check("01.softmax", softmax) is None
+    out = capsys.readouterr().out
+    assert out.count("01.softmax · Stable softmax") == 1 and "RuntimeError: boom" in out
+    assert latest_result("01.softmax").status == ERROR
+
+
+def test_check_names_the_known_tasks_when_the_id_is_wrong():
+    with pytest.raises(ValueError, match="known tasks: 01.softmax, 01.score_std"):
+        check("01.sofmax", reference.softmax)
+
+
+def test_the_result_displays_as_html_with_a_plain_text_fallback():
+    def softmax(z, axis=-1):
+        raise ValueError("shapes <3> & <4>")
+
+    result = judge(SOFTMAX, softmax, seed=5)
+    html = result._repr_html_()
+    assert "&lt;3&gt; &amp; &lt;4&gt;" in html and "<3>" not in html
+    assert result.text().startswith("✗ 01.softmax · Stable softmax:")
+    assert repr(result) == result.text()
+
+
+def test_the_scoreboard_sums_the_latest_result_of_each_task(capsys):
+    check("01.softmax", reference.softmax)
+    check("01.attention", reference.scaled_dot_product_attention)
+    check("01.score_std", 64)
+    board = build_scoreboard("01")
+    assert (board.points, board.max_points, board.passed) == (6, 10, 2)
+    statuses = [(task_id, r.status if r else NOT_CHECKED) for task_id, _, _, r in board.rows]
+    assert statuses == [("01.softmax", PASSED), ("01.score_std", FAILED), ("01.attention", PASSED),
+                        ("01.masked_attention", NOT_CHECKED)]
+    assert "Total: 6/10 points (2 of 4 tasks passed)" in board.text()
+    assert "<table>" in board._repr_html_()
+
+
+@pytest.mark.parametrize("task", [t for t in all_tasks() if isinstance(t, PredictionTask)], ids=lambda t: t.id)
+def test_a_prediction_passes_when_right_and_fails_plainly_when_unexpected(task):
+    assert judge(task, task.answer).status == PASSED
+    strange = judge(task, "no idea")
+    assert strange.status == FAILED and strange.mistake is None and "not what happens" in strange.summary
+
+
+def test_every_lesson_has_three_to_six_tasks_with_ids_of_that_lesson():
+    from crossmodal_edu.grading import lessons, tasks_for_lesson
+
+    for lesson in lessons():
+        tasks = tasks_for_lesson(lesson)
+        assert 3 <= len(tasks) <= 6
+        assert all(t.id.startswith(f"{lesson}.") for t in tasks)
+        assert len({t.name for t in tasks}) == len(tasks)
+
+
+def test_every_catalogued_mistake_has_a_name_and_a_hint():
+    for task in all_tasks():
+        for mistake in task.mistakes:
+            assert mistake.name and (mistake.hint or mistake.in_place), (task.id, mistake.name)
+            assert (mistake.impl is not None) or (mistake.value is not None), (task.id, mistake.name)
