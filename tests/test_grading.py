@@ -7,7 +7,7 @@ import pytest
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading import all_tasks, build_scoreboard, check, get_task, judge, latest_result, session
 from crossmodal_edu.grading.result import ERROR, FAILED, NOT_ATTEMPTED, NOT_CHECKED, PASSED
-from crossmodal_edu.grading.spec import FunctionTask, PredictionTask
+from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
 
 SOFTMAX = get_task("01.softmax")
 ATTENTION = get_task("01.attention")
@@ -188,3 +188,99 @@ def test_every_catalogued_mistake_has_a_name_and_a_hint():
         for mistake in task.mistakes:
             assert mistake.name and (mistake.hint or mistake.in_place), (task.id, mistake.name)
             assert (mistake.impl is not None) or (mistake.value is not None), (task.id, mistake.name)
+
+
+# --- PyTorch answers (lesson 03) and online-softmax states (lesson 04) ---------------------------
+
+def test_a_tensor_input_changed_in_place_is_named_like_an_array():
+    def split_heads(t, num_heads):
+        B, L, D = t.shape
+        t.mul_(2.0)  # the learner scales their input in place, then undoes it in the copy they return
+        return (t / 2.0).view(B, L, num_heads, D // num_heads).transpose(1, 2)
+
+    result = judge(get_task("03.split_heads"), split_heads, seed=0)
+    assert result.status == FAILED and result.mistake == IN_PLACE, result.text()
+    assert "changed its input `t` in place" in result.text()
+
+
+def test_a_torch_check_leaves_the_thread_count_and_the_random_state_as_it_found_them():
+    import torch
+
+    def attend_without_mask(x, context, layer, context_mask):  # wrong, so the catalogue runs too
+        return layer(x, context, None, need_weights=True)
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    result = judge(get_task("03.mha_mask"), attend_without_mask, seed=1)
+    assert result.mistake == "mask not passed", result.text()
+    assert judge(get_task("03.forward"), get_task("03.forward").reference, seed=1).status == PASSED
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"
+
+
+def test_the_torch_references_agree_with_torch_multihead_attention():
+    import torch
+
+    task = get_task("03.mha_mask")
+    for seed in range(3):
+        for case in task.cases(np.random.default_rng(seed)):
+            x, context, layer, context_mask = case.fresh()[0]
+            mha = torch.nn.MultiheadAttention(layer.query_dim, layer.num_heads, kdim=layer.context_dim,
+                                              vdim=layer.context_dim, batch_first=True, dtype=torch.float64)
+            with torch.no_grad():
+                mha.in_proj_bias.copy_(torch.cat([layer.to_q.bias, layer.to_k.bias, layer.to_v.bias]))
+                for ours, theirs in [(layer.to_q, mha.q_proj_weight), (layer.to_k, mha.k_proj_weight),
+                                     (layer.to_v, mha.v_proj_weight), (layer.to_out, mha.out_proj.weight)]:
+                    theirs.copy_(ours.weight)
+                mha.out_proj.bias.copy_(layer.to_out.bias)
+                expected = mha(x, context, context, key_padding_mask=~context_mask, average_attn_weights=False)
+                out, weights = task.reference(x, context, layer, context_mask)
+            np.testing.assert_allclose(out.numpy(), expected[0].numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(weights.numpy(), expected[1].numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _attention_over(scores, v):
+    """A float64 loop, independent of the package: softmax over the unmasked keys of each row, times v;
+    a row with every key masked gives 0."""
+    out = np.zeros((*scores.shape[:-1], v.shape[-1]))
+    for index in np.ndindex(scores.shape[:-1]):
+        row = scores[index]
+        seen = np.isfinite(row)
+        if seen.any():
+            e = np.exp(row[seen] - row[seen].max())
+            out[index] = (e / e.sum()) @ v[index[:-1]][seen]
+    return out
+
+
+def test_the_states_of_lesson_04_give_attention_over_every_key_seen():
+    from crossmodal_edu.blocked_attention import online_softmax_update
+    from crossmodal_edu.grading.tasks.lesson04 import empty_state, merge_states_reference
+
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        Lq, Lk1, Lk2, d_v = 6, int(rng.integers(1, 6)), int(rng.integers(1, 6)), 3
+        scores = rng.normal(size=(2, Lq, Lk1 + Lk2)) * 3
+        scores[rng.random(scores.shape) < 0.3] = -np.inf
+        scores[0, 0] = -np.inf  # a query that sees nothing
+        scores[1, 1, :Lk1] = -np.inf  # one that sees only the second half
+        v = rng.normal(size=(2, Lk1 + Lk2, d_v))
+        half1 = online_softmax_update(*empty_state((2,), Lq, d_v), scores[..., :Lk1], v[:, :Lk1])
+        half2 = online_softmax_update(*empty_state((2,), Lq, d_v), scores[..., Lk1:], v[:, Lk1:])
+        m, l, o = merge_states_reference(*half1, *half2)
+        assert np.all(np.isfinite(l)) and np.all(np.isfinite(o))
+        np.testing.assert_allclose(o / np.where(l == 0, 1.0, l), _attention_over(scores, v), atol=1e-12)
+        np.testing.assert_array_equal(m[..., 0], scores.max(axis=-1))
+
+
+def test_the_blocked_attention_check_never_passes_a_running_output_that_is_not_rescaled():
+    """The planted bug only shows when a query's maximum grows after its first block: the check's keys
+    put the largest scores in the last blocks, so it shows on every seed, by a wide margin."""
+    task = get_task("04.blocked_attention")
+    stale = next(m.impl for m in task.mistakes if m.name == task.planted)
+    for seed in range(50):
+        cases = task.cases(np.random.default_rng(seed))
+        worst = max(np.abs(stale(*c.fresh()[0], **c.options) - task.reference(*c.fresh()[0], **c.options)).max()
+                    for c in cases)
+        assert worst > 0.05, (seed, worst)
+        assert judge(task, stale, seed).status == NOT_ATTEMPTED

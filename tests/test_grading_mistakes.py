@@ -3,8 +3,13 @@
 The buggy functions here are independent of the catalogue's own (crossmodal_edu/grading/tasks/):
 they are the specification of what a learner may write and what they must be told.
 """
+import math
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading import all_tasks, get_task, judge
@@ -310,6 +315,365 @@ def block_drops_mask(x, context, attention, context_mask=None):
     return x + update, w
 
 
+# --- 03.split_heads ----------------------------------------------------------------------------
+
+def split_view_only(t, num_heads):
+    B, L, D = t.shape
+    return t.view(B, num_heads, L, D // num_heads)
+
+
+def split_interleaved(t, num_heads):
+    B, L, D = t.shape
+    return t.reshape(B, L, -1, num_heads).permute(0, 3, 1, 2)
+
+
+def split_transposes_last_two(t, num_heads):
+    B, L, D = t.shape
+    return t.view(B, L, num_heads, -1).transpose(2, 3)
+
+
+def split_sizes_swapped(t, num_heads):
+    B, L, D = t.shape
+    return t.reshape(B, L, D // num_heads, num_heads).permute(0, 2, 1, 3)
+
+
+# --- 03.merge_heads ----------------------------------------------------------------------------
+
+def merge_reshape_without_transpose(t):
+    return t.reshape(t.shape[0], t.shape[2], -1)
+
+
+def merge_view_after_transpose(t):
+    B, H, L, d = t.shape
+    return t.transpose(1, 2).view(B, L, H * d)
+
+
+def merge_view_after_permute(t):
+    B, H, L, d = t.shape
+    return t.permute(0, 2, 1, 3).view(B, L, -1)
+
+
+def merge_heads_interleaved(t):
+    return t.permute(0, 2, 3, 1).flatten(2)
+
+
+def merge_transposes_last_two(t):
+    B, H, L, d = t.shape
+    return t.transpose(2, 3).reshape(B, L, -1)
+
+
+def merge_stacks_tokens(t):
+    return t.flatten(1, 2)
+
+
+# --- 03.forward --------------------------------------------------------------------------------
+
+def _heads(t, h):
+    B, L, _ = t.shape
+    return t.view(B, L, h, -1).transpose(1, 2)  # (B, h, L, d)
+
+
+def _unheads(t):
+    B, h, L, d = t.shape
+    return t.transpose(1, 2).reshape(B, L, h * d)
+
+
+def _hide_padding(scores, context_mask):
+    if context_mask is None:
+        return scores
+    return scores.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+
+
+def forward_unscaled(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = torch.softmax(_hide_padding(q @ k.mT, context_mask), dim=-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_by_inner_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = torch.softmax(_hide_padding(q @ k.mT / math.sqrt(to_q.out_features), context_mask), dim=-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_by_query_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = torch.softmax(_hide_padding(q @ k.mT / x.shape[-1] ** 0.5, context_mask), dim=-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_softmax_over_queries(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = F.softmax(_hide_padding(q @ k.mT / math.sqrt(q.shape[-1]), context_mask), dim=2)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_mask_inverted(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    scores = q @ k.mT / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        scores = scores.masked_fill(context_mask[:, None, None, :], float("-inf"))
+    w = scores.softmax(-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_mask_ignored(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = (q @ k.mT / math.sqrt(q.shape[-1])).softmax(-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_without_to_out(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = _hide_padding(q @ k.mT / math.sqrt(q.shape[-1]), context_mask).softmax(-1)
+    return _unheads(w @ v), w
+
+
+def forward_self_attention(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(x), num_heads), _heads(to_v(x), num_heads)
+    w = _hide_padding(q @ k.mT / math.sqrt(q.shape[-1]), context_mask).softmax(-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_split_without_transpose(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    def cut(t):
+        return t.view(t.shape[0], num_heads, t.shape[1], -1)
+
+    q, k, v = cut(to_q(x)), cut(to_k(context)), cut(to_v(context))
+    w = _hide_padding(q @ k.mT / math.sqrt(q.shape[-1]), context_mask).softmax(-1)
+    return to_out(_unheads(w @ v)), w
+
+
+def forward_merge_without_transpose(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = _heads(to_q(x), num_heads), _heads(to_k(context), num_heads), _heads(to_v(context), num_heads)
+    w = _hide_padding(q @ k.mT / math.sqrt(q.shape[-1]), context_mask).softmax(-1)
+    heads = w @ v
+    return to_out(heads.reshape(x.shape[0], x.shape[1], -1)), w
+
+
+# --- 03.mha_mask -------------------------------------------------------------------------------
+
+def _mha_from(layer, dtype, biases=True, q_weight=None, k_from=None, v_from=None):
+    mha = nn.MultiheadAttention(layer.query_dim, layer.num_heads, kdim=layer.context_dim,
+                                vdim=layer.context_dim, batch_first=True, dtype=dtype)
+    with torch.no_grad():
+        mha.q_proj_weight.copy_(layer.to_q.weight if q_weight is None else q_weight)
+        to_k, to_v = k_from or layer.to_k, v_from or layer.to_v
+        mha.k_proj_weight.copy_(to_k.weight)
+        mha.v_proj_weight.copy_(to_v.weight)
+        mha.out_proj.weight.copy_(layer.to_out.weight)
+        if biases:
+            mha.in_proj_bias.copy_(torch.cat([layer.to_q.bias, to_k.bias, to_v.bias]))
+            mha.out_proj.bias.copy_(layer.to_out.bias)
+    return mha
+
+
+def mha_mask_not_inverted(x, context, layer, context_mask):  # the code the exercise starts with
+    mha = _mha_from(layer, x.dtype)
+    return mha(x, context, context, key_padding_mask=context_mask, average_attn_weights=False)
+
+
+def mha_mask_not_inverted_copy(x, context, layer, context_mask):
+    mha = _mha_from(layer, x.dtype)
+    return mha(x, context, context, key_padding_mask=context_mask.clone().bool(), average_attn_weights=False)
+
+
+def mha_without_mask(x, context, layer, context_mask):
+    mha = _mha_from(layer, x.dtype)
+    return mha(x, context, context, average_attn_weights=False)
+
+
+def mha_without_biases(x, context, layer, context_mask):
+    mha = _mha_from(layer, x.dtype, biases=False)
+    return mha(x, context, context, key_padding_mask=~context_mask, average_attn_weights=False)
+
+
+def mha_q_transposed(x, context, layer, context_mask):
+    mha = _mha_from(layer, x.dtype, q_weight=layer.to_q.weight.t())
+    return mha(x, context, context, key_padding_mask=~context_mask, average_attn_weights=False)
+
+
+def mha_k_v_swapped(x, context, layer, context_mask):
+    mha = _mha_from(layer, x.dtype, k_from=layer.to_v, v_from=layer.to_k)
+    return mha(x, context, context, key_padding_mask=context_mask.logical_not(), average_attn_weights=False)
+
+
+def mha_averaged_weights(x, context, layer, context_mask):
+    mha = _mha_from(layer, x.dtype)
+    return mha(x, context, context, key_padding_mask=~context_mask)
+
+
+# --- 04.online_update --------------------------------------------------------------------------
+
+def _guarded(m_new):
+    return np.where(m_new == -np.inf, 0.0, m_new)
+
+
+def update_acc_not_rescaled(m, l, acc, scores, v):
+    m_new = np.maximum(m, np.max(scores, axis=-1, keepdims=True))
+    a = np.exp(m - _guarded(m_new))
+    p = np.exp(scores - _guarded(m_new))
+    return m_new, a * l + p.sum(-1, keepdims=True), acc + p @ v
+
+
+def update_l_not_rescaled(m, l, acc, scores, v):
+    m_new = np.maximum(m, np.max(scores, axis=-1, keepdims=True))
+    a = np.exp(m - _guarded(m_new))
+    p = np.exp(scores - _guarded(m_new))
+    return m_new, l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_not_rescaled(m, l, acc, scores, v):
+    m_new = np.maximum(m, np.max(scores, axis=-1, keepdims=True))
+    p = np.exp(scores - _guarded(m_new))
+    return m_new, l + p.sum(-1, keepdims=True), acc + p @ v
+
+
+def update_block_max(m, l, acc, scores, v):
+    m_new = scores.max(-1, keepdims=True)
+    a = np.exp(m - _guarded(m_new))
+    p = np.exp(scores - _guarded(m_new))
+    return m_new, a * l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_nan_when_all_masked(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    a = np.exp(m - m_new)
+    p = np.exp(scores - m_new)
+    return m_new, a * l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_guards_alpha_only(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    a = np.where(np.isneginf(m), 0.0, np.exp(m - m_new))
+    p = np.exp(scores - m_new)
+    return m_new, a * l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_exp_unshifted(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    a = np.exp(m - _guarded(m_new))
+    p = np.exp(scores)
+    return m_new, a * l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_alpha_inverted(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    a = np.exp(_guarded(m_new) - m)
+    p = np.exp(scores - _guarded(m_new))
+    return m_new, a * l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_returns_old_max(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    a = np.exp(m - _guarded(m_new))
+    p = np.exp(scores - _guarded(m_new))
+    return m, a * l + p.sum(-1, keepdims=True), a * acc + p @ v
+
+
+def update_l_in_place(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    a = np.exp(m - _guarded(m_new))
+    p = np.exp(scores - _guarded(m_new))
+    l *= a
+    l += p.sum(-1, keepdims=True)
+    return m_new, l, a * acc + p @ v
+
+
+# --- 04.blocked_attention ----------------------------------------------------------------------
+
+def _blocked(q, k, v, block_size, step):
+    """A learner's loop; ``step(m, l, acc, m_new, p, v_block)`` returns the new (m, l, acc)."""
+    m = np.full((*q.shape[:-1], 1), -np.inf)
+    l, acc = np.zeros((*q.shape[:-1], 1)), np.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        s = q @ np.swapaxes(k[..., start:start + block_size, :], -1, -2) / np.sqrt(q.shape[-1])
+        m_new = np.maximum(m, s.max(-1, keepdims=True))
+        m, l, acc = step(m, l, acc, m_new, np.exp(s - m_new), v[..., start:start + block_size, :])
+    return acc / l
+
+
+def blocked_output_not_rescaled(q, k, v, block_size=3):  # the code the exercise starts with
+    return _blocked(q, k, v, block_size,
+                    lambda m, l, acc, m_new, p, vb: (m_new, np.exp(m - m_new) * l + p.sum(-1, keepdims=True),
+                                                     acc + p @ vb))
+
+
+def blocked_sum_not_rescaled(q, k, v, block_size=3):
+    return _blocked(q, k, v, block_size,
+                    lambda m, l, acc, m_new, p, vb: (m_new, l + p.sum(-1, keepdims=True),
+                                                     np.exp(m - m_new) * acc + p @ vb))
+
+
+def blocked_nothing_rescaled(q, k, v, block_size=3):
+    return _blocked(q, k, v, block_size,
+                    lambda m, l, acc, m_new, p, vb: (m_new, l + p.sum(-1, keepdims=True), acc + p @ vb))
+
+
+def blocked_alpha_inverted(q, k, v, block_size=3):
+    return _blocked(q, k, v, block_size,
+                    lambda m, l, acc, m_new, p, vb: (m_new, np.exp(m_new - m) * l + p.sum(-1, keepdims=True),
+                                                     np.exp(m_new - m) * acc + p @ vb))
+
+
+def blocked_not_divided(q, k, v, block_size=3):
+    m = np.full((*q.shape[:-1], 1), -np.inf)
+    l, acc = np.zeros((*q.shape[:-1], 1)), np.zeros((*q.shape[:-1], v.shape[-1]))
+    for start in range(0, k.shape[-2], block_size):
+        s = q @ np.swapaxes(k[..., start:start + block_size, :], -1, -2) / np.sqrt(q.shape[-1])
+        m_new = np.maximum(m, s.max(-1, keepdims=True))
+        p, alpha = np.exp(s - m_new), np.exp(m - m_new)
+        l, acc, m = alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v[..., start:start + block_size, :], m_new
+    return acc
+
+
+def blocked_whole_blocks_only(q, k, v, block_size=3):
+    m = np.full((*q.shape[:-1], 1), -np.inf)
+    l, acc = np.zeros((*q.shape[:-1], 1)), np.zeros((*q.shape[:-1], v.shape[-1]))
+    for b in range(k.shape[-2] // block_size):
+        keys = slice(b * block_size, (b + 1) * block_size)
+        s = q @ np.swapaxes(k[..., keys, :], -1, -2) / np.sqrt(q.shape[-1])
+        m_new = np.maximum(m, s.max(-1, keepdims=True))
+        p, alpha = np.exp(s - m_new), np.exp(m - m_new)
+        l, acc, m = alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v[..., keys, :], m_new
+    return acc / l
+
+
+def blocked_max_never_updated(q, k, v, block_size=3):
+    return _blocked(q, k, v, block_size,
+                    lambda m, l, acc, m_new, p, vb: (m, np.exp(m - m_new) * l + p.sum(-1, keepdims=True),
+                                                     np.exp(m - m_new) * acc + p @ vb))
+
+
+# --- 04.merge_states ---------------------------------------------------------------------------
+
+def merge_added(m1, l1, o1, m2, l2, o2):
+    return np.maximum(m1, m2), l1 + l2, o1 + o2
+
+
+def merge_factors_inverted(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    s = np.where(np.isinf(m), 0.0, m)
+    return m, np.exp(s - m1) * l1 + np.exp(s - m2) * l2, np.exp(s - m1) * o1 + np.exp(s - m2) * o2
+
+
+def merge_keeps_larger_half(m1, l1, o1, m2, l2, o2):
+    one = m1 > m2
+    return np.maximum(m1, m2), np.where(one, l1, l2), np.where(one, o1, o2)
+
+
+def merge_o_not_rescaled(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    s = np.where(np.isinf(m), 0.0, m)
+    return m, np.exp(m1 - s) * l1 + np.exp(m2 - s) * l2, o1 + o2
+
+
+def merge_nan_when_all_masked(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    return m, np.exp(m1 - m) * l1 + np.exp(m2 - m) * l2, np.exp(m1 - m) * o1 + np.exp(m2 - m) * o2
+
+
+
 LEARNER_MISTAKES = {
     "01.softmax": {
         "no max subtraction": softmax_no_max,
@@ -379,10 +743,75 @@ LEARNER_MISTAKES = {
         "normalised the context instead of x": block_normalises_context,
         "context_mask not passed on": block_drops_mask,
     },
+    "03.split_heads": {
+        "viewed as (B, num_heads, L, head_dim) without a transpose": split_view_only,
+        "heads interleaved: each head takes every num_heads-th feature": split_interleaved,
+        "transposed the last two axes instead of the tokens and the heads": split_transposes_last_two,
+        "num_heads and head_dim swapped in the view": split_sizes_swapped,
+    },
+    "03.merge_heads": {
+        "heads merged in the wrong order: reshaped without moving the head axis back": merge_reshape_without_transpose,
+        ".view after .transpose: the transposed tensor is not contiguous": merge_view_after_transpose,
+        "heads interleaved: each feature's heads side by side, not each head's features": merge_heads_interleaved,
+        "transposed the last two axes instead of the heads and the tokens": merge_transposes_last_two,
+        "heads stacked along the tokens axis": merge_stacks_tokens,
+    },
+    "03.forward": {
+        "no 1/√head_dim scaling": forward_unscaled,
+        "scaled by √(num_heads * head_dim) instead of √head_dim": forward_by_inner_dim,
+        "scaled by √query_dim instead of √head_dim": forward_by_query_dim,
+        "softmax over the wrong axis (the queries, not the keys)": forward_softmax_over_queries,
+        "inverted mask (True treated as 'ignore')": forward_mask_inverted,
+        "mask not applied": forward_mask_ignored,
+        "forgot to_out: the output is left num_heads * head_dim wide": forward_without_to_out,
+        "keys and values projected from x (self-attention), not from the context": forward_self_attention,
+        "heads split without a transpose": forward_split_without_transpose,
+        "heads merged in the wrong order: reshaped without moving the head axis back": forward_merge_without_transpose,
+    },
+    "03.mha_mask": {
+        "key_padding_mask not inverted (it means True = ignore)": mha_mask_not_inverted,
+        "mask not passed": mha_without_mask,
+        "biases not copied": mha_without_biases,
+        "to_q.weight copied transposed": mha_q_transposed,
+        "to_k and to_v swapped": mha_k_v_swapped,
+        "weights averaged over the heads (average_attn_weights=True)": mha_averaged_weights,
+    },
+    "04.online_update": {
+        "forgot to rescale acc by α": update_acc_not_rescaled,
+        "forgot to rescale l by α": update_l_not_rescaled,
+        "no rescaling at all (α left out)": update_not_rescaled,
+        "used the block's maximum instead of the running maximum": update_block_max,
+        "NaN on a row whose keys so far are all masked": update_nan_when_all_masked,
+        "the block's exponentials not measured from the new maximum (np.exp(scores))": update_exp_unshifted,
+        "α inverted: e^(m_new - m) instead of e^(m - m_new)": update_alpha_inverted,
+        "returned the old maximum": update_returns_old_max,
+        IN_PLACE: update_l_in_place,
+    },
+    "04.blocked_attention": {
+        "the running output is not rescaled when the maximum grows": blocked_output_not_rescaled,
+        "the running sum is not rescaled when the maximum grows": blocked_sum_not_rescaled,
+        "neither the running sum nor the running output is rescaled": blocked_nothing_rescaled,
+        "alpha inverted: e^(m_new - m)": blocked_alpha_inverted,
+        "no final division by l": blocked_not_divided,
+        "the last, shorter block is skipped": blocked_whole_blocks_only,
+        "the running maximum is never updated": blocked_max_never_updated,
+    },
+    "04.merge_states": {
+        "added the two states without rescaling them": merge_added,
+        "rescale factors inverted: e^(m - m_i) instead of e^(m_i - m)": merge_factors_inverted,
+        "kept only the half with the larger maximum": merge_keeps_larger_half,
+        "o not rescaled (only l)": merge_o_not_rescaled,
+        "NaN on a row whose keys are all masked in both halves": merge_nan_when_all_masked,
+    },
 }
 
 # Other ways to make a catalogued mistake, which must get the same name.
-VARIANTS = [("01.masked_attention", "a query that may see no key gets NaN", masked_renormalised)]
+VARIANTS = [
+    ("01.masked_attention", "a query that may see no key gets NaN", masked_renormalised),
+    ("03.merge_heads", ".view after .transpose: the transposed tensor is not contiguous", merge_view_after_permute),
+    ("03.mha_mask", "key_padding_mask not inverted (it means True = ignore)", mha_mask_not_inverted_copy),
+    ("04.online_update", "NaN on a row whose keys so far are all masked", update_guards_alpha_only),
+]
 
 FUNCTION_TASKS = [t for t in all_tasks() if isinstance(t, FunctionTask)]
 PLANTED = [(task_id, name, fn) for task_id, mistakes in LEARNER_MISTAKES.items() for name, fn in mistakes.items()]

@@ -5,7 +5,7 @@ how much), in plain words.
 How a wrong function is diagnosed, in order:
 
 1. it raised ``NotImplementedError`` (an exercise stub): *not attempted*;
-2. it changed an input array: the in-place mistake;
+2. it changed an input array (or PyTorch tensor): the in-place mistake;
 3. it still behaves like the buggy code a "fix this" exercise started with: *not attempted*;
 4. it agrees with a catalogued mistake on every case: that mistake, with its hint. "Agrees" means:
    on each case either both return outputs that are close, or both raise the same kind of
@@ -18,8 +18,10 @@ How a wrong function is diagnosed, in order:
 from __future__ import annotations
 
 import linecache
+import sys
 import traceback
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -66,9 +68,22 @@ def _same_array(a: Any, b: Any) -> bool:
             and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
+def _snapshot(value: Any) -> Optional[np.ndarray]:
+    """A copy of an input array or PyTorch tensor as it is now (``None`` for anything else), so that
+    a change made in place by the call can be seen afterwards."""
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a tensor, without importing torch
+        try:
+            return to_numpy(value).copy()
+        except Exception:  # a tensor NumPy cannot hold (a meta tensor, say): nothing to compare
+            return None
+    return None
+
+
 def _call(fn: Callable[..., Any], case: Case) -> _Outcome:
     args, options = case.fresh()
-    before = [a.copy() if isinstance(a, np.ndarray) else None for a in args]
+    before = [_snapshot(a) for a in args]
     try:
         # The learner's overflow or 0/0 shows up as inf or NaN in the output, which we report;
         # NumPy's warnings would only bury that message.
@@ -79,7 +94,7 @@ def _call(fn: Callable[..., Any], case: Case) -> _Outcome:
         return _Outcome(error=error)
     outcome = _Outcome(value=_as_arrays(value))
     for name, old, new in zip(case.inputs, before, args):
-        if old is not None and not _same_array(old, new):
+        if old is not None and not _same_array(old, _snapshot(new)):
             outcome.changed = name
             break
     return outcome
@@ -322,9 +337,30 @@ def _judge_prediction(task: PredictionTask, value: Any) -> Result:
                    [f"Expected {task.expects}. Run the experiment below, then think again."])
 
 
+@contextmanager
+def _one_torch_thread():
+    """Run a check's PyTorch calls on one thread, then restore the thread count.
+
+    Checks use tiny tensors, on which PyTorch's intra-op threads only cost: on a busy 2-core
+    machine a 2-thread softmax of 200 numbers took 8 ms instead of 5 µs, and a check makes
+    hundreds of such calls. Without PyTorch loaded (the NumPy lessons) this does nothing.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def judge(task: Task, answer: Any, seed: Optional[int] = None) -> Result:
     """Judge ``answer`` (a function, or a predicted value) against ``task``; never raises for the
     learner's mistakes. ``seed`` reproduces a function check (a fresh one is drawn if ``None``)."""
     if isinstance(task, PredictionTask):
         return _judge_prediction(task, answer)
-    return _judge_function(task, answer, new_seed() if seed is None else int(seed))
+    with _one_torch_thread():
+        return _judge_function(task, answer, new_seed() if seed is None else int(seed))

@@ -1,0 +1,477 @@
+r"""Exercises 04 · Attention that fits in memory: (predict) the memory of the weights -> one step of
+the online softmax -> fix a blocked kernel whose running output goes stale -> merge the states of
+two halves of the keys (split-K).
+
+A state is what the online softmax keeps per query after reading some keys: the running maximum
+``m`` ``(..., Lq, 1)``, the running sum ``l`` ``(..., Lq, 1)`` measured from ``m``, and the
+unnormalised running output ``acc`` (or ``o``) ``(..., Lq, d_v)``, also measured from ``m``. Every
+state in a case is the true state of some keys: it comes from the package's update, starting empty.
+
+Solutions: solutions/04_attention_that_fits_in_memory.ipynb. Reference:
+crossmodal_edu/blocked_attention.py (and numpy_attention.py, which the tests compare it with).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from crossmodal_edu import blocked_attention as reference
+from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks.lesson01 import distinct
+from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, where
+
+# ---------------------------------------------------------------------------------------------
+# 04.memory (predict, then run)
+# ---------------------------------------------------------------------------------------------
+
+# 64 images of 1024 image tokens attend to captions of 77 words with 8 heads, in float32.
+_MIB = 64 * 8 * 1024 * 77 * 4 / 2**20  # 154.0
+
+
+def _near(a, b) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=0.02)
+
+
+MEMORY = PredictionTask(
+    id="04.memory",
+    title="Predict: memory of the weights",
+    points=1,
+    name="predicted_mib",
+    expects="a number of MiB",
+    answer=_MIB,
+    accept=lambda value: _near(value, _MIB),
+    explanation="B · num_heads · Lq · Lk = 64 · 8 · 1024 · 77 = 40 370 176 numbers of 4 bytes: "
+                "161 480 704 bytes = 154 MiB, for one layer, before any gradient.",
+    mistakes=(
+        Mistake("that is Lq × Lq: self-attention among the image tokens",
+                "the keys are the caption's 77 words: the matrix is Lq × Lk = 1024 × 77 per head.",
+                value=64 * 8 * 1024 * 1024 * 4 / 2**20),
+        Mistake("that is Lk × Lk: self-attention among the words",
+                "one row per image token that asks (1024), one column per word (77).",
+                value=64 * 8 * 77 * 77 * 4 / 2**20),
+        Mistake("forgot the heads", "each of the 8 heads has its own softmax, so its own matrix.",
+                value=64 * 1024 * 77 * 4 / 2**20),
+        Mistake("forgot the batch", "each of the 64 images has its own weights.",
+                value=8 * 1024 * 77 * 4 / 2**20),
+        Mistake("counted 8 bytes per number (float64)", "a float32 number takes 4 bytes.",
+                value=64 * 8 * 1024 * 77 * 8 / 2**20),
+        Mistake("forgot the 4 bytes per number: that counts the numbers (in units of 2^20)",
+                "multiply the count by 4 bytes, then divide by 2^20.", value=64 * 8 * 1024 * 77 / 2**20),
+        Mistake("that is in bytes, not MiB", "divide by 2^20 = 1 048 576 bytes per MiB.",
+                value=64 * 8 * 1024 * 77 * 4),
+        Mistake("that is in MB (10^6 bytes), not MiB (2^20 bytes)",
+                "1 MiB = 2^20 = 1 048 576 bytes: divide by that, not by 10^6.",
+                value=64 * 8 * 1024 * 77 * 4 / 1e6),
+        Mistake("that is in GiB, not MiB", "the question asks for MiB: multiply by 1024.",
+                value=64 * 8 * 1024 * 77 * 4 / 2**30),
+    ),
+    same=_near,
+)
+
+# ---------------------------------------------------------------------------------------------
+# 04.online_update
+# ---------------------------------------------------------------------------------------------
+
+
+def empty_state(lead: tuple[int, ...], Lq: int, d_v: int):
+    """The state before any key: m = -inf, l = 0, acc = 0."""
+    return (np.full((*lead, Lq, 1), -np.inf), np.zeros((*lead, Lq, 1)), np.zeros((*lead, Lq, d_v)))
+
+
+def _update_case(rng, lead, Lq, seen, block, d_v, level=0.0, note=""):
+    """A state after ``seen`` keys and the next block of scores, with rows chosen to keep mistakes
+    apart: in even rows the block raises the maximum, in odd rows it does not; the second-to-last
+    row has seen only masked keys and now gets its first real ones; the last row sees nothing yet."""
+    before = level + rng.normal(size=(*lead, Lq, seen))
+    scores = level + rng.normal(size=(*lead, Lq, block)) + np.where(np.arange(Lq) % 2 == 0, 3.0, -3.0)[:, None]
+    scores[rng.random(scores.shape) < 0.2] = -np.inf  # some masked keys
+    before[..., -2:, :] = -np.inf
+    scores[..., -2, 0] = level + 1.0
+    scores[..., -1, :] = -np.inf
+    m, l, acc = reference.online_softmax_update(*empty_state(lead, Lq, d_v), before,
+                                                rng.normal(size=(*lead, seen, d_v)))
+    return Case({"m": m, "l": l, "acc": acc, "scores": scores, "v": rng.normal(size=(*lead, block, d_v))},
+                note=note)
+
+
+def _update_cases(rng: np.random.Generator) -> list[Case]:
+    Lq, block, d_v = int(rng.integers(4, 8)), *distinct(rng, 2, 2, 7)
+    Lq2, block2, d_v2 = int(rng.integers(4, 8)), *distinct(rng, 2, 2, 7)
+    return [
+        _update_case(rng, (2, int(rng.integers(2, 4))), Lq, int(rng.integers(2, 6)), block, d_v,
+                     note="rows whose maximum grows, stays, arrives, or is still -inf"),
+        _update_case(rng, (), Lq2, int(rng.integers(2, 6)), block2, d_v2, level=800.0,
+                     note="scores near 800"),
+    ]
+
+
+def _upd_shift(m_new):
+    return np.where(np.isfinite(m_new), m_new, 0.0)
+
+
+def _upd(m, l, acc, scores, v, *, rescale_l=True, rescale_acc=True, block_max=False, guard=True,
+         subtract=True, inverted=False):
+    """The update with one thing changed (each keyword plants one mistake)."""
+    block = scores.max(axis=-1, keepdims=True)  # (..., Lq, 1)
+    m_new = block if block_max else np.maximum(m, block)
+    shift = _upd_shift(m_new) if guard else m_new
+    alpha = np.exp(shift - m) if inverted else np.exp(m - shift)
+    p = np.exp(scores - shift) if subtract else np.exp(scores)
+    l_new = (alpha * l if rescale_l else l) + p.sum(axis=-1, keepdims=True)
+    acc_new = (alpha * acc if rescale_acc else acc) + p @ v
+    return m_new, l_new, acc_new
+
+
+def _upd_no_alpha_acc(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, rescale_acc=False)
+
+
+def _upd_no_alpha_l(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, rescale_l=False)
+
+
+def _upd_no_alpha(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, rescale_l=False, rescale_acc=False)
+
+
+def _upd_block_max(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, block_max=True)
+
+
+def _upd_nan(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, guard=False)
+
+
+def _upd_no_subtract(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, subtract=False)
+
+
+def _upd_inverted(m, l, acc, scores, v):
+    return _upd(m, l, acc, scores, v, inverted=True)
+
+
+def _upd_old_m(m, l, acc, scores, v):
+    _, l_new, acc_new = _upd(m, l, acc, scores, v)
+    return m, l_new, acc_new
+
+
+def _upd_in_place(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
+    shift = _upd_shift(m_new)
+    alpha = np.exp(m - shift)
+    acc *= alpha
+    p = np.exp(scores - shift)
+    return m_new, alpha * l + p.sum(axis=-1, keepdims=True), acc + p @ v
+
+
+def _running_max(fn, case, outputs):
+    m, scores = case.inputs["m"], case.inputs["scores"]
+    want = np.maximum(m, scores.max(axis=-1, keepdims=True))
+    bad = ~((outputs[0] == want) | np.isclose(outputs[0], want, rtol=1e-9, atol=0))
+    if bad.any():
+        i = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+        return (f"the new m at index {where(i)} is {outputs[0][i]:.6g}, but the largest score seen there "
+                f"is {want[i]:.6g}")
+    return None
+
+
+ONLINE_UPDATE = FunctionTask(
+    id="04.online_update",
+    title="One step of the online softmax",
+    points=3,
+    name="online_softmax_update",
+    signature="online_softmax_update(m, l, acc, scores, v) -> (m, l, acc)",
+    cases=_update_cases,
+    reference=reference.online_softmax_update,
+    outputs=("m", "l", "acc"),
+    properties=(
+        has_shapes(lambda c: (c.inputs["m"].shape, c.inputs["l"].shape, c.inputs["acc"].shape),
+                   "those of m, l and acc"),
+        Property("the new m must be the largest score seen so far, max(m, the block's maximum)", _running_max),
+        finite(1, "l"),
+        finite(2, "acc"),
+    ),
+    mistakes=(
+        Mistake("forgot to rescale acc by α",
+                "acc was measured from the old maximum: when the maximum grows, multiply it by "
+                "α = e^(m - m_new) before adding the block, acc_new = α · acc + P @ v.", _upd_no_alpha_acc),
+        Mistake("forgot to rescale l by α",
+                "l was measured from the old maximum too: l_new = α · l + P.sum(-1), with α = e^(m - m_new).",
+                _upd_no_alpha_l),
+        Mistake("no rescaling at all (α left out)",
+                "both running sums were measured from the old maximum: multiply l and acc by "
+                "α = e^(m - m_new) before adding the block.", _upd_no_alpha),
+        Mistake("used the block's maximum instead of the running maximum",
+                "m_new = max(m, the block's maximum): a block whose scores are all below the old maximum "
+                "must not lower it.", _upd_block_max),
+        Mistake("NaN on a row whose keys so far are all masked",
+                "there m_new = -inf, and -inf - (-inf) is NaN: subtract 0 instead where m_new is -inf, "
+                "shift = np.where(np.isfinite(m_new), m_new, 0.0).", _upd_nan),
+        Mistake("the block's exponentials not measured from the new maximum (np.exp(scores))",
+                "P = np.exp(scores - m_new): without the shift e^score overflows, and P is not on the "
+                "scale of l and acc.", _upd_no_subtract),
+        Mistake("α inverted: e^(m_new - m) instead of e^(m - m_new)",
+                "the old sums must shrink when the maximum grows: α = e^(m - m_new) ≤ 1.", _upd_inverted),
+        Mistake("returned the old maximum",
+                "return m_new: l and acc are now measured from it.", _upd_old_m),
+        Mistake(IN_PLACE, "", _upd_in_place, in_place=True),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------------
+# 04.blocked_attention (fix the bug)
+# ---------------------------------------------------------------------------------------------
+
+
+def _blocked_case(rng, lead, Lq, Lk, d_k, d_v, block_size, ramp, note):
+    """q and k share a direction u; key j gets ``ramp[j]`` of it, so with a rising ramp every query's
+    largest scores come in the last blocks, where a stale running output shows most."""
+    u = rng.normal(size=d_k)
+    u /= np.linalg.norm(u)
+    q = rng.normal(size=(*lead, Lq, d_k)) + 2.0 * u
+    k = rng.normal(size=(*lead, Lk, d_k)) + ramp[:, None] * u
+    return Case({"q": q, "k": k, "v": rng.normal(size=(*lead, Lk, d_v))}, {"block_size": block_size},
+                note=note)
+
+
+def _blocked_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for lead, note in (((2, int(rng.integers(2, 4))), "the largest scores in the last blocks"),
+                       ((), "the largest scores in the last blocks, no batch dims")):
+        Lq, d_k, d_v = distinct(rng, 3, 2, 8)
+        block_size = int(rng.integers(2, 5))
+        Lk = block_size * int(rng.integers(3, 5)) + int(rng.integers(1, block_size))  # a shorter last block
+        cases.append(_blocked_case(rng, lead, Lq, Lk, d_k, d_v, block_size, np.linspace(-2.0, 4.0, Lk), note))
+    Lq, Lk, d_k, d_v = distinct(rng, 4, 3, 10)
+    cases.append(_blocked_case(rng, (2,), Lq, Lk, d_k, d_v, int(rng.integers(2, 4)), np.zeros(Lk),
+                               "keys in no particular order"))
+    return cases
+
+
+def _blocked_reference(q, k, v, block_size=3):
+    return reference.blocked_attention(q, k, v, block_size=block_size)
+
+
+def _blk(q, k, v, block_size, *, rescale_l=True, rescale_acc=True, inverted=False, divide=True,
+         skip_last=False, update_m=True):
+    """The blocked loop with one thing changed (each keyword plants one mistake)."""
+    m, l, acc = empty_state(q.shape[:-2], q.shape[-2], v.shape[-1])
+    Lk = k.shape[-2]
+    stop = Lk - block_size + 1 if skip_last else Lk
+    for start in range(0, stop, block_size):
+        keys = slice(start, start + block_size)
+        scores = q @ np.swapaxes(k[..., keys, :], -1, -2) / np.sqrt(q.shape[-1])  # (..., Lq, block)
+        m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
+        alpha = np.exp(m_new - m) if inverted else np.exp(m - m_new)
+        p = np.exp(scores - m_new)
+        l = (alpha * l if rescale_l else l) + p.sum(axis=-1, keepdims=True)  # noqa: E741
+        acc = (alpha * acc if rescale_acc else acc) + p @ v[..., keys, :]
+        if update_m:
+            m = m_new
+    return acc / l if divide else acc
+
+
+def _blk_stale_acc(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, rescale_acc=False)
+
+
+def _blk_stale_l(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, rescale_l=False)
+
+
+def _blk_stale_both(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, rescale_l=False, rescale_acc=False)
+
+
+def _blk_inverted(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, inverted=True)
+
+
+def _blk_no_divide(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, divide=False)
+
+
+def _blk_skip_last(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, skip_last=True)
+
+
+def _blk_m_frozen(q, k, v, block_size=3):
+    return _blk(q, k, v, block_size, update_m=False)
+
+
+def _independent_of_block_size(fn, case, outputs):
+    (q, k, v), _ = case.fresh()
+    one_block = np.asarray(fn(q, k, v, block_size=k.shape[-2]), dtype=float)
+    if one_block.shape != outputs[0].shape or not np.allclose(one_block, outputs[0], rtol=1e-6, atol=1e-9):
+        return (f"with block_size = {case.options['block_size']} the output differs from the output with "
+                f"one block of all {k.shape[-2]} keys")
+    return None
+
+
+BLOCKED_ATTENTION = FunctionTask(
+    id="04.blocked_attention",
+    title="Fix the blocked attention",
+    points=3,
+    name="blocked_attention",
+    signature="blocked_attention(q, k, v, block_size=3) -> out",
+    cases=_blocked_cases,
+    reference=_blocked_reference,
+    outputs=("out",),
+    properties=(
+        has_shapes(lambda c: ((*c.inputs["q"].shape[:-1], c.inputs["v"].shape[-1]),), "(..., Lq, d_v)"),
+        finite(0, "out"),
+        Property("the output must not depend on the block size", _independent_of_block_size),
+    ),
+    mistakes=(
+        Mistake("the running output is not rescaled when the maximum grows",
+                "acc holds sums measured from the old maximum; multiply it by alpha, as l is, before "
+                "adding the block: acc = alpha * acc + p @ v_block.", _blk_stale_acc),
+        Mistake("the running sum is not rescaled when the maximum grows",
+                "l is measured from the old maximum too: l = alpha * l + p.sum(axis=-1, keepdims=True).",
+                _blk_stale_l),
+        Mistake("neither the running sum nor the running output is rescaled",
+                "when the maximum grows, both l and acc must be multiplied by alpha = e^(m - m_new).",
+                _blk_stale_both),
+        Mistake("alpha inverted: e^(m_new - m)",
+                "alpha = np.exp(m - m_new) ≤ 1 shrinks the old sums when the maximum grows.",
+                _blk_inverted),
+        Mistake("no final division by l",
+                "acc is the unnormalised output: return acc / l.", _blk_no_divide),
+        Mistake("the last, shorter block is skipped",
+                "range(0, Lk, block_size) visits every block; the last one may be shorter, and slicing "
+                "k[..., start:start + block_size, :] handles that.", _blk_skip_last),
+        Mistake("the running maximum is never updated",
+                "after the block, m = m_new: the next block's alpha is measured from it.", _blk_m_frozen),
+    ),
+    planted="the running output is not rescaled when the maximum grows",
+)
+
+# ---------------------------------------------------------------------------------------------
+# 04.merge_states (split-K)
+# ---------------------------------------------------------------------------------------------
+
+
+def _merge_case(rng, lead, Lq, Lk1, Lk2, d_v, note=""):
+    """The states of two halves of the keys. Row 0: half 1 holds the larger scores; row 1: half 2;
+    rows -3, -2: half 1, resp. half 2, fully masked; row -1: every key masked."""
+    s1, s2 = rng.normal(size=(*lead, Lq, Lk1)), rng.normal(size=(*lead, Lq, Lk2))
+    s1[..., 0, :] += 4.0
+    s2[..., 1, :] += 4.0
+    s1[..., -3, :] = -np.inf
+    s2[..., -2, :] = -np.inf
+    s1[..., -1, :] = s2[..., -1, :] = -np.inf
+    s1[rng.random(s1.shape) < 0.15] = -np.inf
+    v1, v2 = rng.normal(size=(*lead, Lk1, d_v)), rng.normal(size=(*lead, Lk2, d_v))
+    state1 = reference.online_softmax_update(*empty_state(lead, Lq, d_v), s1, v1)
+    state2 = reference.online_softmax_update(*empty_state(lead, Lq, d_v), s2, v2)
+    names = ("m1", "l1", "o1", "m2", "l2", "o2")
+    return Case(dict(zip(names, (*state1, *state2))), note=note)
+
+
+def _merge_cases(rng: np.random.Generator) -> list[Case]:
+    Lq, Lk1, Lk2, d_v = int(rng.integers(5, 8)), *distinct(rng, 3, 2, 8)
+    Lq2, Lk3, Lk4, d_v2 = int(rng.integers(5, 8)), *distinct(rng, 3, 2, 8)
+    return [_merge_case(rng, (2, int(rng.integers(2, 4))), Lq, Lk1, Lk2, d_v,
+                        "rows with either half, or both, fully masked"),
+            _merge_case(rng, (), Lq2, Lk3, Lk4, d_v2, "no batch dims")]
+
+
+def merge_states_reference(m1, l1, o1, m2, l2, o2):
+    r"""The state of all the keys from the states of two disjoint parts of them.
+
+    .. math::
+
+        m = \max(m_1, m_2), \quad \ell = e^{m_1 - m}\ell_1 + e^{m_2 - m}\ell_2, \quad
+        o = e^{m_1 - m} o_1 + e^{m_2 - m} o_2
+
+    (shifting by 0 where both maxima are -inf, so that a query with no key gets 0, not NaN).
+    """
+    m = np.maximum(m1, m2)  # (..., Lq, 1)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    a1, a2 = np.exp(m1 - shift), np.exp(m2 - shift)  # (..., Lq, 1)
+    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+def _mrg_added(m1, l1, o1, m2, l2, o2):
+    return np.maximum(m1, m2), l1 + l2, o1 + o2
+
+
+def _mrg_inverted(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    shift = np.where(np.isfinite(m), m, 0.0)
+    a1, a2 = np.exp(shift - m1), np.exp(shift - m2)
+    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+def _mrg_larger_half(m1, l1, o1, m2, l2, o2):
+    first_wins = m1 >= m2
+    return np.maximum(m1, m2), np.where(first_wins, l1, l2), np.where(first_wins, o1, o2)
+
+
+def _mrg_o_not_rescaled(m1, l1, o1, m2, l2, o2):
+    m, l, _ = merge_states_reference(m1, l1, o1, m2, l2, o2)
+    return m, l, o1 + o2
+
+
+def _mrg_nan(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    a1, a2 = np.exp(m1 - m), np.exp(m2 - m)
+    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+def _merged_max(fn, case, outputs):
+    want = np.maximum(case.inputs["m1"], case.inputs["m2"])
+    bad = ~((outputs[0] == want) | np.isclose(outputs[0], want, rtol=1e-9, atol=0))
+    if bad.any():
+        return f"m at index {first(bad)} is not the larger of m1 and m2"
+    return None
+
+
+def _symmetric(fn, case, outputs):
+    (m1, l1, o1, m2, l2, o2), _ = case.fresh()
+    swapped = tuple(np.asarray(a, dtype=float) for a in fn(m2, l2, o2, m1, l1, o1))
+    same = len(swapped) == 3 and all(a.shape == b.shape and np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True)
+                                     for a, b in zip(swapped, outputs))
+    if not same:
+        return "merging (half 2, half 1) gives another state than merging (half 1, half 2)"
+    return None
+
+
+MERGE_STATES = FunctionTask(
+    id="04.merge_states",
+    title="Merge two halves of the keys",
+    points=3,
+    name="merge_states",
+    signature="merge_states(m1, l1, o1, m2, l2, o2) -> (m, l, o)",
+    cases=_merge_cases,
+    reference=merge_states_reference,
+    outputs=("m", "l", "o"),
+    properties=(
+        has_shapes(lambda c: (c.inputs["m1"].shape, c.inputs["l1"].shape, c.inputs["o1"].shape),
+                   "those of m1, l1 and o1"),
+        Property("m must be the larger of the two maxima", _merged_max),
+        finite(1, "l"),
+        finite(2, "o"),
+        Property("the order of the two halves must not matter", _symmetric),
+    ),
+    mistakes=(
+        Mistake("added the two states without rescaling them",
+                "l1 and l2 are measured from different maxima: bring both to m = max(m1, m2) first, "
+                "l = e^(m1 - m) l1 + e^(m2 - m) l2, and the same for o.", _mrg_added),
+        Mistake("rescale factors inverted: e^(m - m_i) instead of e^(m_i - m)",
+                "the half with the smaller maximum must shrink: multiply it by e^(m_i - m) ≤ 1.", _mrg_inverted),
+        Mistake("kept only the half with the larger maximum",
+                "the other half's keys still count, only less: add both, each rescaled by e^(m_i - m).",
+                _mrg_larger_half),
+        Mistake("o not rescaled (only l)",
+                "o is measured from its half's maximum just like l: o = e^(m1 - m) o1 + e^(m2 - m) o2.",
+                _mrg_o_not_rescaled),
+        Mistake("NaN on a row whose keys are all masked in both halves",
+                "there m1 = m2 = m = -inf, and -inf - (-inf) is NaN: subtract 0 instead where m is -inf, "
+                "shift = np.where(np.isfinite(m), m, 0.0).", _mrg_nan),
+    ),
+)
+
+TASKS = (MEMORY, ONLINE_UPDATE, BLOCKED_ATTENTION, MERGE_STATES)
