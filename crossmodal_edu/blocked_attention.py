@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from crossmodal_edu._checks import describe, fmt_shape, require_bool, require_ndim
+from crossmodal_edu.numpy_attention import check_attention_inputs
 
 __all__ = ["online_softmax_update", "blocked_attention"]
 
@@ -74,15 +74,6 @@ def online_softmax_update(
     return m_new, l_new, acc_new
 
 
-def _as_float(*arrays: np.ndarray) -> list[np.ndarray]:
-    """One common float dtype, as the reference does: float32/float64 kept, integers become float64."""
-    arrays = [np.asarray(a) for a in arrays]
-    dtype = np.result_type(*arrays)
-    if not np.issubdtype(dtype, np.floating):
-        dtype = np.float64
-    return [a.astype(dtype, copy=False) for a in arrays]
-
-
 def _check_block_size(name: str, value: Optional[int]) -> None:
     if value is None:
         return
@@ -124,44 +115,12 @@ def blocked_attention(
 
     Derived in notebooks/04_attention_that_fits_in_memory.ipynb.
     """
-    q, k, v = _as_float(q, k, v)
-    require_ndim("q", q, 2, "(..., Lq, d_k)")
-    require_ndim("k", k, 2, "(..., Lk, d_k)")
-    require_ndim("v", v, 2, "(..., Lk, d_v)")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share d_k (their last axis): {describe('q', q)}, {describe('k', k)}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            "k and v must share Lk (their second-to-last axis, one value per key): "
-            f"{describe('k', k)}, {describe('v', v)}"
-        )
-    try:
-        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            "the leading (batch, head) dims of q, k and v must be equal or broadcast: "
-            f"{describe('q', q)}, {describe('k', k)}, {describe('v', v)}"
-        ) from None
+    q, k, v, mask, scores_shape = check_attention_inputs(q, k, v, mask)
     _check_block_size("block_size", block_size)
     _check_block_size("query_block_size", query_block_size)
-
-    Lq, d_k = q.shape[-2:]
-    Lk, d_v = v.shape[-2:]
-    scores_shape = (*lead, Lq, Lk)
+    *lead, Lq, Lk = scores_shape
+    d_k, d_v = q.shape[-1], v.shape[-1]
     if mask is not None:
-        mask = np.asarray(mask)
-        require_bool("mask", mask)
-        try:
-            fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                "mask must be broadcastable to the scores shape (..., Lq, Lk): "
-                f"mask has shape {fmt_shape(mask.shape)}, scores would have shape {fmt_shape(scores_shape)}"
-            )
         mask = np.broadcast_to(mask, scores_shape)  # (..., Lq, Lk): a view, no copy
 
     # Scaling q once (Lq x d_k numbers) is cheaper than scaling every block of scores.

@@ -23,6 +23,7 @@ from crossmodal_edu._checks import describe, fmt_shape, require_bool, require_nd
 __all__ = [
     "softmax",
     "scaled_dot_product_attention",
+    "check_attention_inputs",
     "padding_mask",
     "causal_mask",
     "split_heads",
@@ -69,6 +70,52 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / np.where(total == 0.0, 1.0, total)
 
 
+def check_attention_inputs(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], tuple[int, ...]]:
+    """Validate the inputs of scaled dot-product attention, raising a ``ValueError`` that names
+    the shapes for every mistake; return q, k, v in one float dtype, the mask as a boolean array
+    (or None), and the shape the scores will have, ``(..., Lq, Lk)``.
+
+    Shared by every NumPy attention in the package, so they all reject the same mistakes with
+    the same words.
+    """
+    q, k, v = _as_float(q, k, v)
+    require_ndim("q", q, 2, "(..., Lq, d_k)")
+    require_ndim("k", k, 2, "(..., Lk, d_k)")
+    require_ndim("v", v, 2, "(..., Lk, d_v)")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must share d_k (their last axis): {describe('q', q)}, {describe('k', k)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            "k and v must share Lk (their second-to-last axis, one value per key): "
+            f"{describe('k', k)}, {describe('v', v)}"
+        )
+    try:
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            "the leading (batch, head) dims of q, k and v must be equal or broadcast: "
+            f"{describe('q', q)}, {describe('k', k)}, {describe('v', v)}"
+        ) from None
+    scores_shape = (*lead, q.shape[-2], k.shape[-2])
+    if mask is not None:
+        mask = np.asarray(mask)
+        require_bool("mask", mask)
+        try:
+            fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                "mask must be broadcastable to the scores shape (..., Lq, Lk): "
+                f"mask has shape {fmt_shape(mask.shape)}, scores have shape {fmt_shape(scores_shape)}"
+            )
+    return q, k, v, mask, scores_shape
+
+
 def scaled_dot_product_attention(
     q: np.ndarray,
     k: np.ndarray,
@@ -98,41 +145,10 @@ def scaled_dot_product_attention(
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """
-    q, k, v = _as_float(q, k, v)
-    require_ndim("q", q, 2, "(..., Lq, d_k)")
-    require_ndim("k", k, 2, "(..., Lk, d_k)")
-    require_ndim("v", v, 2, "(..., Lk, d_v)")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share d_k (their last axis): {describe('q', q)}, {describe('k', k)}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            "k and v must share Lk (their second-to-last axis, one value per key): "
-            f"{describe('k', k)}, {describe('v', v)}"
-        )
-    try:
-        np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            "the leading (batch, head) dims of q, k and v must be equal or broadcast: "
-            f"{describe('q', q)}, {describe('k', k)}, {describe('v', v)}"
-        ) from None
-
+    q, k, v, mask, scores_shape = check_attention_inputs(q, k, v, mask)
     d_k = q.shape[-1]
     scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(d_k)  # (..., Lq, Lk)
     if mask is not None:
-        mask = np.asarray(mask)
-        require_bool("mask", mask)
-        try:
-            fits = np.broadcast_shapes(mask.shape, scores.shape) == scores.shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                "mask must be broadcastable to the scores shape (..., Lq, Lk): "
-                f"mask has shape {fmt_shape(mask.shape)}, scores have shape {fmt_shape(scores.shape)}"
-            )
         # -inf becomes exactly 0 after softmax: masked keys get exactly zero weight.
         scores = np.where(mask, scores, -np.inf)  # (..., Lq, Lk)
     weights = softmax(scores, axis=-1)  # (..., Lq, Lk)
