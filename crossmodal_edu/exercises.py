@@ -33,6 +33,8 @@ What the exercise gets instead:
   the notebook;
 * hidden-test regions are removed, markers included;
 * outputs and execution counts are cleared; cell ids, cell metadata and the kernelspec are kept;
+* the Colab badge and set-up cell (:mod:`crossmodal_edu.colab`) are carried over, the badge
+  pointing at the exercise;
   the notebook's ``crossmodal_edu`` metadata says ``"role": "exercise"`` and where it came from.
 
 A nested, unterminated or misspelt marker is an error naming the notebook, the cell and the line.
@@ -49,6 +51,8 @@ from pathlib import Path
 from typing import Optional
 
 import nbformat
+
+from crossmodal_edu import colab
 
 __all__ = ["MarkerError", "exercise_source", "make_exercise", "build", "differences", "main"]
 
@@ -179,6 +183,8 @@ def build(solutions_dir: Path, exercises_dir: Path) -> list[Path]:
     for path in _solutions(solutions_dir):
         solution = nbformat.read(path, as_version=4)
         exercise = make_exercise(solution, str(path), f"{solutions_dir.name}/{path.name}")
+        if any(colab.is_generated(cell) for cell in exercise.cells):
+            colab.apply(exercise, f"{exercises_dir.name}/{path.name}")  # the badge opens the exercise
         target = exercises_dir / path.name
         target.write_text(nbformat.writes(exercise) + "\n", encoding="utf-8")
         written.append(target)

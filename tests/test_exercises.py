@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from crossmodal_edu import exercises
+from crossmodal_edu.colab import is_generated
 from crossmodal_edu.exercises import MarkerError, differences, exercise_source, make_exercise
 from crossmodal_edu.grading import judge, lessons, session, tasks_for_lesson
 from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
@@ -148,8 +149,9 @@ def test_a_solution_checks_each_task_of_its_lesson_once_in_order_and_ends_with_t
     nb = nbformat.read(path, as_version=4)
     lesson = path.name[:2]
     assert nb.metadata["crossmodal_edu"] == {"lesson": lesson, "role": "solution"}
-    assert re.match(rf"# Exercises {lesson} · ", nb.cells[0].source)
-    assert "How the checks work" in nb.cells[0].source
+    first = next(c for c in nb.cells if not is_generated(c))  # below the Colab badge and set-up cell
+    assert re.match(rf"# Exercises {lesson} · ", first.source)
+    assert "How the checks work" in first.source
     checked = [m for c in _code(nb) for m in re.findall(r'^check\("([\w.]+)"', c.source, re.MULTILINE)]
     assert checked == [t.id for t in tasks_for_lesson(lesson)]
     assert nb.cells[-1].source == f'# NBVAL_CHECK_OUTPUT\nscoreboard("{lesson}")'

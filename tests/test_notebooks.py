@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 
+from crossmodal_edu.colab import is_generated
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def _cells(path):
     return json.loads(path.read_text())["cells"]
+
+
+def _lesson_cells(path):
+    """The cells the lesson's author wrote: without the generated Colab badge and set-up cell."""
+    return [c for c in _cells(path) if not is_generated(c)]
 
 
 def _source(cell):
@@ -41,7 +48,7 @@ def test_lesson_is_committed_executed_without_errors(path):
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_lesson_opens_with_title_and_objectives_and_closes_with_a_way_on(path):
-    cells = _cells(path)
+    cells = _lesson_cells(path)
     first, last = _source(cells[0]), _source(cells[-1])
     assert cells[0]["cell_type"] == "markdown" and re.match(rf"# {path.name[:2]} · ", first), first[:60]
     if path.name[:2] != "00":
