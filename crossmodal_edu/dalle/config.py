@@ -1,0 +1,92 @@
+"""Configurations of the miniature DALL-E: one dataclass per model, one for training.
+
+Each is a plain dataclass of numbers and strings, so a checkpoint stores it as a plain dict
+(``dataclasses.asdict``) and ``torch.load(..., weights_only=True)`` can read it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class TokenizerConfig:
+    """The VQ-VAE that turns a 32 x 32 image into an 8 x 8 grid of ``image_tokens``."""
+
+    image_size: int = 32  # side of the square input images, px
+    downsample: int = 4  # image px per token along each side: 32 px / 4 = an 8 x 8 token grid
+    channels: int = 64  # width of the convolutions at the token grid (half of it at full resolution)
+    encoder_res_blocks: int = 0  # residual blocks at the token grid in the encoder (0: each token sees 12 x 12 px)
+    decoder_res_blocks: int = 2  # residual blocks at the token grid in the decoder (each adds a token of context)
+    codebook_size: int = 256  # K: number of codes, the image vocabulary the decoder will predict from
+    code_dim: int = 16  # D: width of each code vector
+    commitment: float = 0.25  # beta: weight of the commitment loss ||z - sg[e]||^2
+    ema_decay: float = 0.99  # gamma: how slowly the codebook follows the encoder (EMA updates)
+    dead_code_usage: float = 0.03  # restart a code whose EMA share of the tokens falls below this / K
+
+    def __post_init__(self) -> None:
+        if self.downsample not in (2, 4, 8):
+            raise ValueError(f"downsample must be 2, 4 or 8 (stride-2 stages), got {self.downsample}")
+        if self.image_size % self.downsample:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by downsample {self.downsample}"
+            )
+        if self.codebook_size < 2 or self.code_dim < 1 or self.channels < 2:
+            raise ValueError(
+                f"need codebook_size >= 2, code_dim >= 1, channels >= 2; got {self.codebook_size}, "
+                f"{self.code_dim}, {self.channels}"
+            )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @property
+    def grid_size(self) -> int:
+        """Tokens along each side of the token grid: ``image_size // downsample``."""
+        return self.image_size // self.downsample
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per image, ``grid_size ** 2``: the length of an image as a token sequence."""
+        return self.grid_size**2
+
+
+@dataclass
+class TrainConfig:
+    """How long and how to train (the tokenizer now, the decoder later)."""
+
+    steps: int = 3000  # optimiser steps to train for (stops earlier if minutes runs out)
+    minutes: float | None = None  # wall-clock budget; None = only the step count limits training
+    batch_size: int = 32  # images per step
+    lr: float = 3e-3  # peak learning rate of AdamW
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to lr / 10 at `steps`
+    weight_decay: float = 0.0  # AdamW weight decay
+    two_object_fraction: float = 0.5  # share of each batch drawn from two-object (tier-2) scenes
+    seed: int = 0  # seeds the weights, every batch and every codebook restart
+    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    device: str | None = None  # "cuda", "mps", "cpu"; None = the fastest available
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError(
+                f"steps, batch_size and checkpoint_every must be >= 1, got {self.steps}, "
+                f"{self.batch_size}, {self.checkpoint_every}"
+            )
+        if not 0.0 <= self.two_object_fraction <= 1.0:
+            raise ValueError(f"two_object_fraction must be in [0, 1], got {self.two_object_fraction}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config as a plain dict, for a checkpoint."""
+    return asdict(config)
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Rebuild a config from ``config_to_dict``'s output; unknown keys raise ``ValueError``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}: expected some of {sorted(known)}")
+    return cls(**values)
