@@ -334,7 +334,10 @@ class HeadExplorer(_Explorer):
         return fig
 
     def _make_controls(self, widgets: Any) -> list[Any]:
+        # No description: the buttons say "head N" already, and ipywidgets 8 puts a ToggleButtons
+        # description on a line of its own above them. Buttons as wide as their labels, so that many
+        # heads and the query drop-down share one row.
         head = widgets.ToggleButtons(options=[(f"head {h}", h) for h in range(self.num_heads)],
-                                     value=self.head, description="head")
+                                     value=self.head, style={"button_width": "auto"})
         query = widgets.Dropdown(options=self.query_labels, value=self.query, description="query")
         return [self._bind(head, "head"), self._bind(query, "query")]

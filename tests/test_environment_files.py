@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# conda-forge names PyTorch differently from PyPI.
-CONDA_TO_PYPI = {"pytorch": "torch"}
+# conda-forge names PyTorch and Playwright differently from PyPI.
+CONDA_TO_PYPI = {"pytorch": "torch", "playwright-python": "playwright"}
 CONDA_ONLY = {"python", "pip"}
 
 
@@ -59,5 +59,8 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci_commands = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
                    if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
-    assert ci_commands == ["python3 course.py test"]
+    *before, last = ci_commands
+    assert last == "python3 course.py test"
+    # The only step before it installs Chromium for the browser test (tests/browser/).
+    assert all("apt-get install" in step and "chromium" in step for step in before), before
     assert "python3 course.py test" in readme and "python3 course.py lab" in readme

@@ -284,3 +284,60 @@ def test_the_blocked_attention_check_never_passes_a_running_output_that_is_not_r
                     for c in cases)
         assert worst > 0.05, (seed, worst)
         assert judge(task, stale, seed).status == NOT_ATTEMPTED
+
+
+# --- the image tokenizer (lesson 05) and sampling (lesson 06) -----------------------------------
+
+def test_the_straight_through_check_grades_the_gradients_not_only_the_value():
+    def straight_through(z, z_q):  # the right value, but the encoder gets half the gradient
+        return 0.5 * z + (z_q - 0.5 * z).detach()
+
+    result = judge(get_task("05.straight_through"), straight_through, seed=0)
+    assert result.status == FAILED and result.mistake is None, result.text()
+    assert result.summary == "not yet: z must receive the decoder's gradient unchanged"
+    assert "deviation from the reference" in result.text() and "in `z.grad`" in result.text()
+
+
+def test_the_nearest_code_check_catches_each_mis_expanded_distance_on_every_seed():
+    """The check's codebooks put c, 3c and 0.6c beside a vector equal to c: nearest by distance, the largest
+    dot product, the expansion without its 2 or with +2 z·e all pick different codes, on every seed."""
+    task = get_task("05.nearest_code")
+    for seed in range(50):
+        for mistake in task.mistakes:
+            assert judge(task, mistake.impl, seed).mistake == mistake.name, (seed, mistake.name)
+
+
+def test_sample_from_logits_draws_from_the_distribution_exercise_06_grades():
+    import torch
+
+    from crossmodal_edu.dalle.guidance import sample_from_logits
+    from crossmodal_edu.grading.tasks.lesson06 import sampling_probs_reference
+
+    generator = torch.Generator().manual_seed(0)
+    task = get_task("06.sampling_probs")
+    for seed in range(3):
+        for case in task.cases(np.random.default_rng(seed)):
+            (logits,), options = case.fresh()
+            B, V = logits.shape
+            probs = sampling_probs_reference(logits, **options).numpy()
+            n = 20_000
+            draws = sample_from_logits(logits.repeat(n, 1), options["temperature"], options["top_k"], generator)
+            frequencies = np.stack([np.bincount(draws.view(n, B)[:, b].numpy(), minlength=V) / n for b in range(B)])
+            np.testing.assert_allclose(frequencies, probs, atol=0.02)  # 5.6 standard deviations at worst
+            assert np.all(frequencies[probs == 0] == 0), "a token of probability 0 was drawn"
+
+
+def test_the_checks_of_lessons_05_and_06_leave_the_torch_random_state_and_threads_alone():
+    import torch
+
+    from crossmodal_edu.grading import tasks_for_lesson
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    for task in [*tasks_for_lesson("05"), *tasks_for_lesson("06")]:
+        if isinstance(task, FunctionTask):
+            assert judge(task, task.reference, seed=1).passed
+            judge(task, task.mistakes[0].impl, seed=1)
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"

@@ -674,6 +674,325 @@ def merge_nan_when_all_masked(m1, l1, o1, m2, l2, o2):
 
 
 
+# --- 05.nearest_code ---------------------------------------------------------------------------
+
+def _sq_distances(z, codebook):
+    return (z.unsqueeze(-2) - codebook).pow(2).sum(dim=-1)  # (..., K)
+
+
+def nearest_farthest(z, codebook):
+    return torch.argmax(_sq_distances(z, codebook), dim=-1)
+
+
+def nearest_by_dot_product(z, codebook):
+    return torch.argmax(z @ codebook.t(), dim=-1)
+
+
+def nearest_expansion_without_code_norms(z, codebook):
+    d = (z * z).sum(-1, keepdim=True) - 2 * torch.matmul(z, codebook.T)
+    return d.argmin(dim=-1)
+
+
+def nearest_expansion_without_two(z, codebook):
+    d = z.pow(2).sum(-1, keepdim=True) - z @ codebook.T + codebook.pow(2).sum(-1)
+    return d.argmin(-1)
+
+
+def nearest_cross_term_added(z, codebook):
+    d = z.pow(2).sum(-1, keepdim=True) + 2 * z @ codebook.T + codebook.pow(2).sum(-1)
+    return d.argmin(-1)
+
+
+def nearest_summed_over_codes(z, codebook):
+    diff = z[..., None, :] - codebook[None]  # (..., K, D)
+    return (diff ** 2).sum(dim=-2).argmin(dim=-1)
+
+
+def nearest_returns_codes(z, codebook):
+    return codebook[_sq_distances(z, codebook).argmin(-1)]
+
+
+def nearest_left_flat(z, codebook):
+    flat = z.reshape(-1, codebook.shape[1])  # (N, D)
+    d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)
+    return d.argmin(1)
+
+
+# --- 05.straight_through -----------------------------------------------------------------------
+
+def straight_no_detach(z, z_q):  # the code the exercise starts with
+    return z + (z_q - z)
+
+
+def straight_returns_z_q(z, z_q):
+    return z_q
+
+
+def straight_returns_z(z, z_q):
+    return z.clone()
+
+
+def straight_sign_flipped(z, z_q):
+    return z - (z_q - z).detach()
+
+
+def straight_grad_into_codebook(z, z_q):
+    return z_q + z - z.detach()
+
+
+def straight_all_detached(z, z_q):
+    with torch.no_grad():
+        return z + (z_q - z)
+
+
+def straight_z_detached(z, z_q):
+    return z.detach() + z_q - z
+
+
+# --- 05.perplexity -----------------------------------------------------------------------------
+
+def perplexity_log2(counts):
+    p = counts[counts > 0] / counts.sum()
+    return np.exp(-np.sum(p * np.log2(p)))
+
+
+def perplexity_unnormalised(counts):
+    n = counts[counts > 0]
+    return np.exp(-np.sum(n * np.log(n)))
+
+
+def perplexity_nan(counts):
+    p = counts / np.sum(counts)
+    return np.exp(-np.sum(p * np.log(p)))
+
+
+def perplexity_entropy(counts):
+    p = counts[counts > 0] / counts.sum()
+    return -(p * np.log(p)).sum()
+
+
+def perplexity_sign(counts):
+    p = counts[counts > 0] / counts.sum()
+    return np.exp(np.sum(p * np.log(p)))
+
+
+def perplexity_codes_in_use(counts):
+    return np.count_nonzero(counts)
+
+
+def perplexity_by_K(counts):
+    p = counts / len(counts)
+    p = p[p > 0]
+    return np.exp(-(p * np.log(p)).sum())
+
+
+def perplexity_zeros_replaced_in_place(counts):
+    counts[counts == 0] = 1
+    p = counts / counts.sum()
+    return np.exp(-(p * np.log(p)).sum())
+
+
+# --- 06.drop_captions --------------------------------------------------------------------------
+
+def _null_caption(text_tokens, context_mask, null_id, pad_id):
+    tokens = torch.full_like(text_tokens, pad_id)
+    tokens[:, 0] = null_id
+    mask = torch.zeros_like(context_mask)
+    mask[:, 0] = True
+    return tokens, mask
+
+
+def drop_by_masking(text_tokens, context_mask, drop, null_id, pad_id=0):  # the code the exercise starts with
+    keep = context_mask & ~drop[:, None]
+    return text_tokens, keep
+
+
+def drop_null_masked(text_tokens, context_mask, drop, null_id, pad_id=0):
+    null_tokens, _ = _null_caption(text_tokens, context_mask, null_id, pad_id)
+    tokens = torch.where(drop.unsqueeze(1), null_tokens, text_tokens)
+    return tokens, torch.where(drop.unsqueeze(1), torch.zeros_like(context_mask), context_mask)
+
+
+def drop_inverted(text_tokens, context_mask, drop, null_id, pad_id=0):
+    null_tokens, null_mask = _null_caption(text_tokens, context_mask, null_id, pad_id)
+    keep = drop[:, None]
+    return torch.where(keep, text_tokens, null_tokens), torch.where(keep, context_mask, null_mask)
+
+
+def drop_mask_forgotten(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens = text_tokens.clone()
+    tokens[drop] = pad_id
+    tokens[drop, 0] = null_id
+    return tokens, context_mask
+
+
+def drop_first_token_only(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens, mask = text_tokens.clone(), context_mask.clone()
+    tokens[drop, 0] = null_id
+    mask[drop] = False
+    mask[drop, 0] = True
+    return tokens, mask
+
+
+def drop_mask_all_true(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens, mask = text_tokens.clone(), context_mask.clone()
+    tokens[drop] = pad_id
+    tokens[drop, 0] = null_id
+    mask[drop] = True
+    return tokens, mask
+
+
+def drop_to_pads(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens, mask = text_tokens.clone(), context_mask.clone()
+    tokens[drop] = pad_id
+    mask[drop] = torch.arange(mask.shape[1]) == 0
+    return tokens, mask
+
+
+def drop_in_place(text_tokens, context_mask, drop, null_id, pad_id=0):
+    for b in range(len(drop)):
+        if drop[b]:
+            text_tokens[b] = pad_id
+            text_tokens[b, 0] = null_id
+            context_mask[b] = False
+            context_mask[b, 0] = True
+    return text_tokens, context_mask
+
+
+# --- 06.guidance -------------------------------------------------------------------------------
+
+def guidance_swapped(cond_logits, uncond_logits, scale):
+    return cond_logits + scale * (uncond_logits - cond_logits)
+
+
+def guidance_sign_flipped(cond_logits, uncond_logits, scale):
+    return uncond_logits - scale * (cond_logits - uncond_logits)
+
+
+def guidance_scales_cond(cond_logits, uncond_logits, scale):
+    return cond_logits * scale
+
+
+def guidance_averaged(cond_logits, uncond_logits, scale):
+    return 0.5 * (cond_logits + uncond_logits)
+
+
+def guidance_difference_only(cond_logits, uncond_logits, scale):
+    return scale * (cond_logits - uncond_logits)
+
+
+def guidance_from_cond(cond_logits, uncond_logits, scale):
+    return cond_logits + scale * (cond_logits - uncond_logits)
+
+
+def guidance_on_probabilities(cond_logits, uncond_logits, scale):
+    p_c, p_u = F.softmax(cond_logits, dim=-1), F.softmax(uncond_logits, dim=-1)
+    return p_u + scale * (p_c - p_u)
+
+
+# --- 06.top_k ----------------------------------------------------------------------------------
+
+def _kth_largest(logits, k):
+    return logits.sort(dim=-1, descending=True).values[..., k - 1:k]  # (..., 1)
+
+
+def top_k_smallest(logits, k):
+    kth_smallest = logits.sort(dim=-1).values[..., k - 1:k]
+    return logits.masked_fill(logits > kth_smallest, float("-inf"))
+
+
+def top_k_plus_one(logits, k):
+    kth = logits.sort(dim=-1, descending=True).values[..., k:k + 1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_k_minus_one(logits, k):
+    return logits.masked_fill(logits <= _kth_largest(logits, k), float("-inf"))
+
+
+def top_k_zeros(logits, k):
+    return torch.where(logits >= _kth_largest(logits, k), logits, torch.zeros_like(logits))
+
+
+def top_k_threshold_without_axis(logits, k):
+    kth = torch.topk(logits, k).values[..., -1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_k_dim_0(logits, k):
+    values, indices = logits.topk(k, dim=0)
+    out = torch.full_like(logits, float("-inf"))
+    return out.scatter(0, indices, values)
+
+
+def top_k_whole_tensor(logits, k):
+    kth = logits.flatten().topk(k).values[-1]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_k_in_place(logits, k):
+    logits[logits < _kth_largest(logits, k)] = float("-inf")
+    return logits
+
+
+# --- 06.sampling_probs -------------------------------------------------------------------------
+
+def _filtered(logits, top_k):
+    return logits if top_k is None else top_k_filter_ok(logits, top_k)
+
+
+def top_k_filter_ok(logits, k):
+    return logits.masked_fill(logits < _kth_largest(logits, k), float("-inf"))
+
+
+def _greedy(logits):
+    return F.one_hot(logits.argmax(dim=-1), num_classes=logits.shape[-1]).double()
+
+
+def probs_times_temperature(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _greedy(logits)
+    return F.softmax(_filtered(logits, top_k) * temperature, dim=-1)
+
+
+def probs_temperature_after_softmax(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _greedy(logits)
+    return F.softmax(_filtered(logits, top_k), dim=-1) / temperature
+
+
+def probs_top_k_ignored(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _greedy(logits)
+    return F.softmax(logits / temperature, dim=-1)
+
+
+def probs_no_greedy(logits, temperature=1.0, top_k=None):
+    return torch.softmax(_filtered(logits, top_k) / temperature, dim=-1)
+
+
+def probs_greedy_index(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1)
+    return F.softmax(_filtered(logits, top_k) / temperature, dim=-1)
+
+
+def probs_top_k_after_softmax(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _greedy(logits)
+    p = F.softmax(logits / temperature, dim=-1)
+    if top_k is not None:
+        p = p.masked_fill(logits < _kth_largest(logits, top_k), 0.0)
+    return p
+
+
+def probs_over_batch(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _greedy(logits)
+    return F.softmax(_filtered(logits, top_k) / temperature, dim=0)
+
+
+
 LEARNER_MISTAKES = {
     "01.softmax": {
         "no max subtraction": softmax_no_max,
@@ -803,6 +1122,73 @@ LEARNER_MISTAKES = {
         "o not rescaled (only l)": merge_o_not_rescaled,
         "NaN on a row whose keys are all masked in both halves": merge_nan_when_all_masked,
     },
+    "05.nearest_code": {
+        "argmax of the distances: the farthest code": nearest_farthest,
+        "the largest dot product z · e_k instead of the smallest distance (or ‖e_k‖² left out of the "
+        "expansion)": nearest_by_dot_product,
+        "the expansion without the factor 2: ‖z‖² - z · e_k + ‖e_k‖²": nearest_expansion_without_two,
+        "the cross term's sign flipped: ‖z‖² + 2 z · e_k + ‖e_k‖² (that is the distance to -z)":
+            nearest_cross_term_added,
+        "squared differences summed over the codes axis instead of the code width D": nearest_summed_over_codes,
+        "returns the codes z_q instead of their indices": nearest_returns_codes,
+        "the indices are left flat: not reshaped back to z's leading shape": nearest_left_flat,
+    },
+    "05.straight_through": {
+        "no .detach(): the two z cancel, and the encoder gets no gradient": straight_no_detach,
+        "returns z: the decoder gets the unquantised vectors": straight_returns_z,
+        "sign flipped: z - (z_q - z).detach()": straight_sign_flipped,
+        "the decoder's gradient also flows into z_q (the codebook)": straight_grad_into_codebook,
+        "the result is detached: nothing gets a gradient": straight_all_detached,
+        "detached z instead of the difference: the encoder's gradient is reversed": straight_z_detached,
+    },
+    "05.perplexity": {
+        "mixed bases: log base 2 inside, e outside": perplexity_log2,
+        "counts not normalised: p must be a fraction of the tokens": perplexity_unnormalised,
+        "NaN from the dead codes: 0 · log 0": perplexity_nan,
+        "returned the entropy, not its exponential": perplexity_entropy,
+        "the entropy's sign flipped: exp(+Σ p log p) = 1 / perplexity": perplexity_sign,
+        "counted the codes in use": perplexity_codes_in_use,
+        "divided the counts by the number of codes, not by the number of tokens": perplexity_by_K,
+        IN_PLACE: perplexity_zeros_replaced_in_place,
+    },
+    "06.drop_captions": {
+        "dropped captions by masking all their words: a row with nothing to attend to": drop_by_masking,
+        "the null token is masked too: its row of the mask is all False": drop_null_masked,
+        "drop inverted: the kept captions were replaced": drop_inverted,
+        "the mask was not changed: the null caption keeps the old caption's mask": drop_mask_forgotten,
+        "only the first token replaced: the rest of the old caption is still there": drop_first_token_only,
+        "the null caption's mask is all True: it attends to its padding": drop_mask_all_true,
+        "replaced by padding only: no null token": drop_to_pads,
+        IN_PLACE: drop_in_place,
+    },
+    "06.guidance": {
+        "cond and uncond swapped: cond + s · (uncond - cond) pushes towards no caption": guidance_swapped,
+        "sign flipped: uncond - s · (cond - uncond) pushes away from the caption": guidance_sign_flipped,
+        "scaled the conditional logits only: s · cond": guidance_scales_cond,
+        "averaged cond and uncond": guidance_averaged,
+        "forgot to add uncond back: s · (cond - uncond)": guidance_difference_only,
+        "cond + s · (cond - uncond): that is guidance with scale s + 1": guidance_from_cond,
+        "combined the probabilities, not the logits": guidance_on_probabilities,
+    },
+    "06.top_k": {
+        "kept the k smallest logits": top_k_smallest,
+        "kept k + 1 logits per row (off by one)": top_k_plus_one,
+        "kept k - 1 logits per row (off by one)": top_k_minus_one,
+        "set the others to 0 instead of -inf": top_k_zeros,
+        "the threshold lost its axis: compared with the k-th largest of another row": top_k_threshold_without_axis,
+        "top k over the wrong axis (dim=0)": top_k_dim_0,
+        "kept the k largest of the whole tensor, not of each row": top_k_whole_tensor,
+        IN_PLACE: top_k_in_place,
+    },
+    "06.sampling_probs": {
+        "multiplied the logits by the temperature instead of dividing": probs_times_temperature,
+        "temperature applied after the softmax": probs_temperature_after_softmax,
+        "top_k ignored": probs_top_k_ignored,
+        "no greedy case: at temperature 0, ℓ / 0 gives inf and then NaN": probs_no_greedy,
+        "at temperature 0, returned the argmax instead of a distribution": probs_greedy_index,
+        "top-k applied to the probabilities without renormalising": probs_top_k_after_softmax,
+        "softmax over the batch axis, not the vocabulary": probs_over_batch,
+    },
 }
 
 # Other ways to make a catalogued mistake, which must get the same name.
@@ -811,6 +1197,9 @@ VARIANTS = [
     ("03.merge_heads", ".view after .transpose: the transposed tensor is not contiguous", merge_view_after_permute),
     ("03.mha_mask", "key_padding_mask not inverted (it means True = ignore)", mha_mask_not_inverted_copy),
     ("04.online_update", "NaN on a row whose keys so far are all masked", update_guards_alpha_only),
+    ("05.nearest_code", "the largest dot product z · e_k instead of the smallest distance (or ‖e_k‖² left out of "
+     "the expansion)", nearest_expansion_without_code_norms),
+    ("05.straight_through", "no .detach(): the two z cancel, and the encoder gets no gradient", straight_returns_z_q),
 ]
 
 FUNCTION_TASKS = [t for t in all_tasks() if isinstance(t, FunctionTask)]
@@ -847,8 +1236,8 @@ def test_the_catalogues_own_version_of_each_mistake_is_named_as_itself(task):
 @pytest.mark.parametrize("task", FUNCTION_TASKS, ids=lambda t: t.id)
 def test_a_constant_output_fails(task):
     case = task.cases(np.random.default_rng(0))[0]
-    outputs = task.reference(*case.fresh()[0], **case.fresh()[1])
-    constant = tuple(np.full(np.shape(o), 0.5) for o in (outputs if len(task.outputs) > 1 else (outputs,)))
+    outputs = task.reference(*case.fresh()[0], **case.fresh()[1])  # as the answer returns them (no harness)
+    constant = tuple(np.full(np.shape(o), 0.5) for o in (outputs if isinstance(outputs, tuple) else (outputs,)))
 
     def answer(*args, **kwargs):
         return constant if len(constant) > 1 else constant[0]

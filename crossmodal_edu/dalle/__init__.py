@@ -6,14 +6,24 @@
 - ``checkpoint``: atomic ``save_checkpoint``, ``load_checkpoint``, ``pretrained_path``
 - ``train``: ``train_loop`` (budget, progress bar, checkpoints, Ctrl-C), ``train_tokenizer``,
   ``load_tokenizer``
-- ``evaluate``: ``evaluate_tokenizer`` (pixel error, codebook use, oracle accuracy)
+- ``evaluate``: ``evaluate_tokenizer`` (pixel error, codebook use, oracle accuracy),
+  ``evaluate_decoder`` (prompt fidelity, read back by the oracle)
+- ``decoder``: ``ImageTokenDecoder`` (text encoder + causal decoder with cross-attention),
+  ``null_captions``, ``drop_captions``; ``single_stream``: ``SingleStreamDecoder`` (DALL-E 1 style)
+- ``guidance``: ``top_k_filter``, ``classifier_free_guidance``, ``sample_from_logits``
+- ``sampling``: ``generate_tokens`` (the loop), ``generate`` (captions -> images + attention maps)
+- ``train_decoder``: ``train_decoder``, ``load_text_to_image``
 
 Command line: ``python -m crossmodal_edu.dalle --help``. Lessons 05 and 06.
 """
 
 from crossmodal_edu.dalle.checkpoint import load_checkpoint, pretrained_path, save_checkpoint
-from crossmodal_edu.dalle.config import TokenizerConfig, TrainConfig
-from crossmodal_edu.dalle.evaluate import evaluate_tokenizer
+from crossmodal_edu.dalle.config import DecoderConfig, TokenizerConfig, TrainConfig
+from crossmodal_edu.dalle.decoder import ImageTokenDecoder, build_decoder, drop_captions, null_captions
+from crossmodal_edu.dalle.evaluate import evaluate_decoder, evaluate_tokenizer
+from crossmodal_edu.dalle.guidance import classifier_free_guidance, sample_from_logits, top_k_filter
+from crossmodal_edu.dalle.sampling import Generation, generate, generate_tokens
+from crossmodal_edu.dalle.single_stream import SingleStreamDecoder
 from crossmodal_edu.dalle.tokenizer import (
     ImageTokenizer,
     codebook_usage,
@@ -24,12 +34,29 @@ from crossmodal_edu.dalle.tokenizer import (
     tensor_to_images,
 )
 from crossmodal_edu.dalle.train import load_tokenizer, train_loop, train_tokenizer
+from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, load_text_to_image, train_decoder
 
 __all__ = [
+    "DecoderConfig",
+    "DecoderTrainConfig",
+    "Generation",
+    "ImageTokenDecoder",
     "ImageTokenizer",
+    "SingleStreamDecoder",
     "TokenizerConfig",
     "TrainConfig",
+    "build_decoder",
+    "classifier_free_guidance",
     "codebook_usage",
+    "drop_captions",
+    "evaluate_decoder",
+    "generate",
+    "generate_tokens",
+    "load_text_to_image",
+    "null_captions",
+    "sample_from_logits",
+    "top_k_filter",
+    "train_decoder",
     "evaluate_tokenizer",
     "images_to_tensor",
     "load_checkpoint",

@@ -53,6 +53,65 @@ class TokenizerConfig:
         return self.grid_size**2
 
 
+CONDITIONINGS: tuple[str, ...] = ("cross-attention", "single-stream", "none")
+"""Ways the decoder can read the caption (``DecoderConfig.conditioning``)."""
+
+
+@dataclass
+class DecoderConfig:
+    """The text-to-image-token model: a text encoder, and a causal decoder over image tokens
+    whose every block reads the encoded caption through cross-attention."""
+
+    vocab_size: int = 25  # caption words including <pad> (id 0); the null caption's token is id vocab_size
+    max_text_len: int = 8  # longest caption, in words (both caption tiers have at most 8)
+    codebook_size: int = 256  # image tokens the decoder predicts from: the tokenizer's K; id K is <start>
+    num_image_tokens: int = 64  # tokens per image (an 8 x 8 grid), generated in raster order
+    d_model: int = 128  # width of every token vector, text and image
+    num_heads: int = 4  # attention heads in every attention layer (head_dim = d_model / num_heads)
+    text_layers: int = 4  # transformer layers of the text encoder
+    layers: int = 4  # decoder blocks (causal self-attention, cross-attention, MLP)
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
+    dropout: float = 0.0  # dropout on attention weights and MLP outputs
+    conditioning: str = "cross-attention"  # how text reaches the image: "cross-attention", "single-stream" (DALL-E 1) or "none" (ablation)
+    caption_dropout: float = 0.1  # share of training captions replaced by the null caption (for guidance)
+    held_out: str = "green triangle,blue circle,magenta square"  # colour-shape pairs never trained on
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} must be divisible by num_heads {self.num_heads}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        self.held_out_pairs  # noqa: B018 -- validates the string
+
+    @property
+    def held_out_pairs(self) -> tuple[tuple[str, str], ...]:
+        """``held_out`` as ``(colour, shape)`` pairs, e.g. ``(("green", "triangle"), ...)``."""
+        from crossmodal_edu.world.scenes import COLOURS, SHAPES
+
+        pairs = []
+        for item in filter(None, (part.strip() for part in self.held_out.split(","))):
+            words = item.split()
+            if len(words) != 2 or words[0] not in COLOURS or words[1] not in SHAPES:
+                raise ValueError(
+                    f"held_out must be comma-separated 'colour shape' pairs such as 'green triangle', "
+                    f"got {item!r} (colours {list(COLOURS)}, shapes {list(SHAPES)})"
+                )
+            pairs.append((words[0], words[1]))
+        return tuple(pairs)
+
+    @property
+    def null_id(self) -> int:
+        """Text token id of the null caption (no caption), learned like any word."""
+        return self.vocab_size
+
+    @property
+    def start_id(self) -> int:
+        """Image token id of ``<start>``, the input at the first position."""
+        return self.codebook_size
+
+
 @dataclass
 class TrainConfig:
     """How long and how to train (the tokenizer now, the decoder later)."""

@@ -8,6 +8,8 @@ reconstruction of a real one. Used by the CLI, the tests and notebooks/05_image_
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from crossmodal_edu import world
@@ -43,4 +45,63 @@ def evaluate_tokenizer(
     metrics["mse"] = float(np.mean(errors))
     metrics["perplexity"] = perplexity(counts)
     metrics["codes_used"] = int((counts > 0).sum())
+    return metrics
+
+
+PROMPT_SEEDS: dict[str, int] = {"tier1": 60_001, "tier2": 60_002, "held_out": 60_003}
+"""Seeds of the evaluation prompts (fresh scenes, never drawn in training)."""
+
+
+def evaluation_prompts(
+    num_prompts: int, kind: str, held_out_pairs: tuple[tuple[str, str], ...], seed: int | None = None
+) -> list[str]:
+    """Captions to generate from. ``kind``: ``"tier1"`` / ``"tier2"``, scenes that avoid the
+    held-out colour-shape pairs (the kinds of prompt trained on, but fresh scenes), or
+    ``"held_out"``, one-object scenes of only the held-out pairs (compositions never seen)."""
+    rng = np.random.default_rng(PROMPT_SEEDS[kind] if seed is None else seed)
+    if kind == "held_out":
+        if not held_out_pairs:
+            raise ValueError("this decoder held no colour-shape pair out of training")
+        others = [(c, s) for c in world.COLOURS for s in world.SHAPES if (c, s) not in held_out_pairs]
+        scenes = world.sample_scenes(rng, num_prompts, 1, exclude=others)
+    elif kind in ("tier1", "tier2"):
+        scenes = world.sample_scenes(rng, num_prompts, int(kind[-1]), exclude=held_out_pairs)
+    else:
+        raise ValueError(f"kind must be 'tier1', 'tier2' or 'held_out', got {kind!r}")
+    return [world.describe(scene, rng) for scene in scenes]
+
+
+def prompt_fidelity(
+    decoder: Any,
+    tokenizer: ImageTokenizer,
+    captions: list[str],
+    seed: int = 0,
+    **sampling: Any,
+) -> dict[str, float]:
+    """Generate one image per caption, read each back with the oracle, and grade it against its
+    caption (``world.caption_fidelity``). ``sampling``: ``guidance_scale``, ``temperature``,
+    ``top_k`` of :func:`crossmodal_edu.dalle.sampling.generate`."""
+    from crossmodal_edu.dalle.sampling import generate
+
+    generation = generate(decoder, tokenizer, captions, seed=seed, **sampling)
+    return world.caption_fidelity(captions, world.read_scenes(generation.images))
+
+
+def evaluate_decoder(
+    decoder: Any,
+    tokenizer: ImageTokenizer,
+    num_prompts: int = 500,
+    kinds: tuple[str, ...] = ("tier1", "tier2", "held_out"),
+    seed: int = 0,
+    **sampling: Any,
+) -> dict[str, float]:
+    """Prompt fidelity on ``num_prompts`` fresh prompts of each kind (see
+    :func:`evaluation_prompts`): ``{kind}_{attribute}`` -> fraction, e.g. ``tier1_all``."""
+    metrics: dict[str, float] = {}
+    for kind in kinds:
+        if kind == "held_out" and not decoder.config.held_out_pairs:
+            continue
+        captions = evaluation_prompts(num_prompts, kind, decoder.config.held_out_pairs)
+        for key, value in prompt_fidelity(decoder, tokenizer, captions, seed, **sampling).items():
+            metrics[f"{kind}_{key}"] = value
     return metrics

@@ -1,6 +1,7 @@
 """Judge one answer to one task: run it on fresh random inputs, compare it with the reference, and
 when it is wrong, say which known mistake it is (or, for an unknown one, which property fails and by
-how much), in plain words.
+how much), in plain words. A task with a ``harness`` (gradients, say) calls and compares every
+function through it.
 
 How a wrong function is diagnosed, in order:
 
@@ -192,8 +193,8 @@ def _error_text(error: BaseException) -> str:
 def _deviation(task: FunctionTask, mine: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -> str:
     worst = None
     for name, a, b in zip(task.outputs, mine, expected):
-        with np.errstate(invalid="ignore"):
-            diff = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
+        with np.errstate(invalid="ignore"):  # equal infinities (masked -inf logits) do not deviate
+            diff = np.where((np.isnan(a) & np.isnan(b)) | (a == b), 0.0, np.abs(a - b))
         diff = np.where(np.isnan(diff), np.inf, diff)
         if diff.size == 0:
             continue
@@ -221,7 +222,7 @@ def _result(task: Task, status: str, summary: str, details: list[str] = (), mist
 
 def _reference(task: FunctionTask, case: Case) -> Any:
     args, options = case.fresh()
-    return task.reference(*args, **options)
+    return task.run(task.reference)(*args, **options)
 
 
 def _not_implemented(outcomes: list[_Outcome]) -> Optional[NotImplementedError]:
@@ -238,7 +239,8 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
         return _result(task, FAILED, f"`{task.name}` should be a function {task.signature}, "
                                      f"but it is {_kind(fn)}", seed=seed)
     cases = task.cases(np.random.default_rng(seed))
-    mine = [_call(fn, case) for case in cases]
+    run = task.run(fn)  # what is called and compared: fn, or the task's harness around it
+    mine = [_call(run, case) for case in cases]
 
     stub = _not_implemented(mine)
     if stub is not None:
@@ -260,7 +262,7 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
     if all(right):
         for case, (outputs, _) in zip(cases, unpacked):
             for prop in task.properties:
-                problem = _checked_property(prop, fn, case, outputs)
+                problem = _checked_property(prop, run, case, outputs)
                 if problem:
                     return _result(task, FAILED, f"matches the reference, yet {prop.name}",
                                    [f"But {problem}", f"Seen on: {case.describe()}"], seed=seed)
@@ -270,7 +272,7 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
     catalogue = sorted((m for m in task.mistakes if m.impl is not None and not m.in_place),
                        key=lambda m: m.name != task.planted)
     for mistake in catalogue:
-        theirs = [_call(mistake.impl, case) for case in cases]
+        theirs = [_call(task.run(mistake.impl), case) for case in cases]
         if _agrees(mine, theirs, task):
             if mistake.name == task.planted:
                 return _result(task, NOT_ATTEMPTED,
@@ -299,7 +301,7 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
                             f"{tuple(b.shape)}{same_size}", seen], seed=seed)
     deviation = _deviation(task, outputs, reference_outputs)
     for prop in task.properties:
-        problem = _checked_property(prop, fn, case, outputs)
+        problem = _checked_property(prop, run, case, outputs)
         if problem:
             return _result(task, FAILED, f"not yet: {prop.name}",
                            [f"But {problem}", deviation.capitalize(), seen], seed=seed)

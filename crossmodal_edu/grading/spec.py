@@ -80,7 +80,8 @@ class Mistake:
 class Property:
     """A property every correct output has, stated in plain words.
 
-    ``test(fn, case, outputs)`` gets the learner's function, the case, and the learner's outputs
+    ``test(fn, case, outputs)`` gets the learner's function (inside the task's ``harness``, if it
+    has one), the case, and the learner's outputs
     (a tuple of float64 arrays, in the order of the task's ``outputs``) and returns ``None`` when
     the property holds, or a sentence saying how it fails ("row (0, 2) sums to 0.73").
     """
@@ -99,6 +100,12 @@ class FunctionTask:
     ``outputs`` names what the function returns: one name for a single array, several for a tuple.
     ``planted`` names the catalogued mistake that a "fix this buggy function" exercise starts
     with: while the learner's function still shows it, the task counts as not attempted.
+
+    ``harness``, when given, measures more than what a function returns: ``harness(fn)`` is called
+    with a case's inputs in place of ``fn`` (it calls ``fn`` with them), and ``outputs`` names what
+    *it* returns. The learner's answer, the reference and every catalogued mistake, all with the
+    learner's signature, go through it alike. A task about autograd uses it to return, besides the
+    result, the gradients the result sends back to the inputs (``05.straight_through``).
     """
 
     id: str
@@ -114,6 +121,12 @@ class FunctionTask:
     planted: Optional[str] = None
     rtol: float = 1e-6
     atol: float = 1e-9
+    harness: Optional[Callable[[Callable[..., Any]], Callable[..., Any]]] = None
+
+    def run(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """What a check calls with a case's inputs for the answer ``fn``: ``fn`` itself, or the
+        ``harness`` around it."""
+        return fn if self.harness is None else self.harness(fn)
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.mistakes]

@@ -6,6 +6,7 @@
 - ``patches``: ``image_to_patches``, ``patches_to_image``
 - ``dataset``: ``make_dataset`` -> ``Dataset(images, captions, scenes)``
 - ``oracle``: ``read_scene``, ``read_scenes``, ``scene_accuracy``
+- ``fidelity``: ``parse_caption``, ``caption_fidelity`` (does a scene show what its caption asks?)
 
 Needs only NumPy.
 """
@@ -21,6 +22,7 @@ from .captions import (
     true_relations,
 )
 from .dataset import Dataset, make_dataset
+from .fidelity import Prompt, caption_fidelity, grade_prompt, parse_caption
 from .oracle import gaussian_blur, read_scene, read_scenes, scene_accuracy
 from .patches import image_to_patches, patches_to_image
 from .scenes import (
@@ -47,15 +49,19 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "Dataset",
+    "Prompt",
     "Scene",
     "SceneObject",
     "Vocab",
+    "caption_fidelity",
     "default_vocab",
     "describe",
     "gaussian_blur",
+    "grade_prompt",
     "grammar_words",
     "image_to_patches",
     "make_dataset",
+    "parse_caption",
     "patches_to_image",
     "random_scene",
     "read_scene",

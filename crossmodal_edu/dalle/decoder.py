@@ -1,0 +1,289 @@
+r"""The text-to-image model of the miniature DALL-E: a text encoder, and a causal transformer over
+image tokens whose every block reads the caption through cross-attention.
+
+Data flows top to bottom through this file::
+
+    text_tokens (B, L) --TextEncoder--> context (B, L, d_model)
+                                              |  keys and values
+    <start>, image_tokens[:t] (B, t+1) --> DecoderBlock x layers --> logits (B, t+1, K)
+                                   causal self-attention: image tokens look back at image tokens
+                                   cross-attention:       image tokens (queries) ask, text answers
+                                   MLP
+
+The logits at position ``i`` are the model's guess for image token ``i`` given the caption and
+tokens ``0..i-1``. Cross-attention is the course's ``MultiHeadCrossAttention`` (lesson 03), so
+its weights (B, num_heads, Lq, Lk) say, for every image token, which caption words it read.
+
+For classifier-free guidance the model also learns what to draw *without* a caption: during
+training a share of captions (``caption_dropout``) is replaced by the **null caption**, a
+single learned token ``null_id`` whose ``context_mask`` is ``[True, False, ..., False]``.
+Masking every text key instead would leave the cross-attention rows with nothing to attend to.
+Derived in notebooks/06_text_to_image.ipynb.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from crossmodal_edu._checks import describe
+from crossmodal_edu.dalle.config import DecoderConfig
+from crossmodal_edu.torch_attention import MultiHeadCrossAttention
+
+
+def null_captions(batch_size: int, config: DecoderConfig, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` null captions: ``text_tokens`` ``(B, L)`` = ``[null_id, pad, ..., pad]``
+    and ``context_mask`` ``(B, L)`` = ``[True, False, ..., False]``."""
+    text_tokens = torch.zeros(batch_size, config.max_text_len, dtype=torch.long, device=device)  # (B, L)
+    text_tokens[:, 0] = config.null_id
+    context_mask = torch.zeros(batch_size, config.max_text_len, dtype=torch.bool, device=device)  # (B, L)
+    context_mask[:, 0] = True
+    return text_tokens, context_mask
+
+
+def drop_captions(
+    text_tokens: torch.Tensor,
+    context_mask: torch.Tensor,
+    drop: torch.Tensor,
+    config: DecoderConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the captions where ``drop`` ``(B,)`` is True by the null caption (caption dropout).
+    Returns new ``(text_tokens, context_mask)``; the inputs are not modified."""
+    null_tokens, null_mask = null_captions(len(text_tokens), config, text_tokens.device)
+    keep = ~drop[:, None]  # (B, 1)
+    return torch.where(keep, text_tokens, null_tokens), torch.where(keep, context_mask, null_mask)
+
+
+class MLP(nn.Sequential):
+    """``Linear -> GELU -> Linear -> Dropout``, ``mlp_ratio * d_model`` wide in the middle."""
+
+    def __init__(self, d_model: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__(
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * d_model, d_model),
+            nn.Dropout(dropout),
+        )
+
+
+class TextEncoderLayer(nn.Module):
+    r"""Pre-norm transformer encoder layer over the caption.
+
+    Self-attention is cross-attention whose context is the sequence itself, so it reuses
+    ``MultiHeadCrossAttention`` with ``context = x``: every word may read every real word.
+
+    .. math:: h \leftarrow h + \operatorname{Attn}(\operatorname{LN}(h), \operatorname{LN}(h)),\qquad
+              h \leftarrow h + \operatorname{MLP}(\operatorname{LN}(h))
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm1 = nn.LayerNorm(d)
+        self.attention = MultiHeadCrossAttention(d, d, config.num_heads, dropout=config.dropout)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = MLP(d, config.mlp_ratio, config.dropout)
+
+    def forward(self, h: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """``h`` ``(B, L, d_model)``, ``context_mask`` ``(B, L)`` -> ``(B, L, d_model)``."""
+        normed = self.norm1(h)
+        h = h + self.attention(normed, normed, context_mask)  # (B, L, d_model)
+        return h + self.mlp(self.norm2(h))
+
+
+class TextEncoder(nn.Module):
+    """Caption ``text_tokens`` ``(B, L)`` -> ``context`` ``(B, L, d_model)``: word and position
+    embeddings, ``text_layers`` encoder layers, a final LayerNorm."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size + 1, config.d_model)  # +1: the null token
+        self.position_embedding = nn.Embedding(config.max_text_len, config.d_model)
+        self.layers = nn.ModuleList(TextEncoderLayer(config) for _ in range(config.text_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, text_tokens: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(text_tokens.shape[1], device=text_tokens.device)  # (L,)
+        h = self.token_embedding(text_tokens) + self.position_embedding(positions)  # (B, L, d_model)
+        for layer in self.layers:
+            h = layer(h, context_mask)
+        return self.norm(h)  # (B, L, d_model)
+
+
+class CausalSelfAttention(nn.Module):
+    r"""Multi-head self-attention in which token ``i`` sees tokens ``0..i`` only:
+    :math:`\operatorname{softmax}(QK^\top/\sqrt{d_k} + M)V` with :math:`M_{ij} = -\infty` for
+    :math:`j > i` (lesson 01's ``causal_mask``). ``F.scaled_dot_product_attention`` with
+    ``is_causal=True`` builds that mask itself."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        H = self.num_heads
+        q, k, v = self.qkv(x).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # each (B, H, T, head_dim)
+        dropout_p = self.dropout if self.training else 0.0
+        heads = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, head_dim)
+        return self.out(heads.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)
+
+
+class DecoderBlock(nn.Module):
+    r"""One block of the image-token decoder (pre-norm):
+
+    .. math::
+        x &\leftarrow x + \operatorname{CausalSelfAttn}(\operatorname{LN}_1(x)) \\
+        x &\leftarrow x + \operatorname{CrossAttn}(\operatorname{LN}_2(x),\ \text{context}) \\
+        x &\leftarrow x + \operatorname{MLP}(\operatorname{LN}_3(x))
+
+    With ``conditioning="none"`` (the ablation) the middle line is gone and the block cannot
+    see the caption at all.
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        d = config.d_model
+        self.norm1 = nn.LayerNorm(d)
+        self.self_attention = CausalSelfAttention(config)
+        self.cross_attention = None
+        if config.conditioning == "cross-attention":
+            self.norm2 = nn.LayerNorm(d)
+            self.cross_attention = MultiHeadCrossAttention(d, d, config.num_heads, dropout=config.dropout)
+        self.norm3 = nn.LayerNorm(d)
+        self.mlp = MLP(d, config.mlp_ratio, config.dropout)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` ``(B, T, d_model)`` image tokens, ``context`` ``(B, L, d_model)`` the encoded
+        caption -> ``(B, T, d_model)``, and the cross-attention ``weights`` ``(B, num_heads, T, L)``
+        when ``need_weights`` (else None)."""
+        x = x + self.self_attention(self.norm1(x))
+        weights = None
+        if self.cross_attention is not None:
+            if need_weights:
+                update, weights = self.cross_attention(self.norm2(x), context, context_mask, need_weights=True)
+            else:
+                update = self.cross_attention(self.norm2(x), context, context_mask)
+            x = x + update  # (B, T, d_model): what the caption adds to each image token
+        return x + self.mlp(self.norm3(x)), weights
+
+
+@dataclass
+class DecoderOutput:
+    """What :meth:`ImageTokenDecoder.forward` returns."""
+
+    logits: torch.Tensor  # (B, T, codebook_size): position i predicts image token i
+    cross_weights: list[torch.Tensor] | None  # per block (B, num_heads, T, L), with need_weights
+
+
+def build_decoder(config: DecoderConfig) -> nn.Module:
+    """The model ``config.conditioning`` names: an :class:`ImageTokenDecoder` (cross-attention,
+    or none for the ablation) or a :class:`~crossmodal_edu.dalle.single_stream.SingleStreamDecoder`."""
+    if config.conditioning == "single-stream":
+        from crossmodal_edu.dalle.single_stream import SingleStreamDecoder
+
+        return SingleStreamDecoder(config)
+    return ImageTokenDecoder(config)
+
+
+class ImageTokenDecoder(nn.Module):
+    """Caption in, image-token logits out: ``TextEncoder`` + ``layers`` ``DecoderBlock``s.
+
+    ``forward(image_tokens, text_tokens, context_mask)``: ``image_tokens`` ``(B, t)`` are the
+    tokens generated so far (``t`` from 0 to ``num_image_tokens - 1``); the decoder reads
+    ``<start>`` followed by them and returns logits ``(B, t + 1, codebook_size)``, where
+    position ``i`` predicts token ``i``. Training passes ``image_tokens[:, :-1]`` and compares
+    the logits with all of ``image_tokens``: one pass trains every position at once.
+    """
+
+    def __init__(self, config: DecoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or DecoderConfig()
+        self.text_encoder = TextEncoder(config)
+        self.token_embedding = nn.Embedding(config.codebook_size + 1, config.d_model)  # +1: <start>
+        self.position_embedding = nn.Embedding(config.num_image_tokens, config.d_model)
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.codebook_size)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # Small normal weights (as in GPT-2): every logit starts near 0, the loss near log K.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _check(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, context_mask: torch.Tensor) -> None:
+        c = self.config
+        if image_tokens.ndim != 2 or image_tokens.shape[1] >= c.num_image_tokens:
+            raise ValueError(
+                f"image_tokens must have shape (B, t) with t < {c.num_image_tokens} (the tokens so far; "
+                f"training passes image_tokens[:, :-1]), but {describe('image_tokens', image_tokens)}"
+            )
+        if text_tokens.ndim != 2 or text_tokens.shape[1] > c.max_text_len or text_tokens.shape[0] != image_tokens.shape[0]:
+            raise ValueError(
+                f"text_tokens must have shape (B, L) with B = {image_tokens.shape[0]} (as image_tokens) "
+                f"and L <= {c.max_text_len}, but {describe('text_tokens', text_tokens)}"
+            )
+        if context_mask.shape != text_tokens.shape or context_mask.dtype != torch.bool:
+            raise ValueError(
+                f"context_mask must be a bool tensor shaped like text_tokens {tuple(text_tokens.shape)} "
+                f"(True = real word), but it has shape {tuple(context_mask.shape)} and dtype {context_mask.dtype}"
+            )
+        if text_tokens.numel() and not 0 <= int(text_tokens.min()) <= int(text_tokens.max()) <= c.null_id:
+            raise ValueError(
+                f"text_tokens must be word ids in 0..{c.null_id} (world.Vocab ids, or null_id), "
+                f"got values from {int(text_tokens.min())} to {int(text_tokens.max())}"
+            )
+
+    def encode_text(self, text_tokens: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """``text_tokens`` ``(B, L)`` -> ``context`` ``(B, L, d_model)``, the keys' and values' source."""
+        return self.text_encoder(text_tokens, context_mask)
+
+    def decode(
+        self,
+        image_tokens: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        need_weights: bool = False,
+    ) -> DecoderOutput:
+        """``image_tokens`` ``(B, t)`` and an encoded caption -> logits ``(B, t + 1, codebook_size)``."""
+        B, t = image_tokens.shape
+        start = torch.full((B, 1), self.config.start_id, dtype=torch.long, device=image_tokens.device)
+        inputs = torch.cat([start, image_tokens.long()], dim=1)  # (B, T) with T = t + 1
+        positions = torch.arange(t + 1, device=image_tokens.device)  # (T,)
+        x = self.token_embedding(inputs) + self.position_embedding(positions)  # (B, T, d_model)
+        cross_weights = [] if need_weights else None
+        for block in self.blocks:
+            x, weights = block(x, context, context_mask, need_weights)
+            if need_weights and weights is not None:
+                cross_weights.append(weights)
+        return DecoderOutput(self.head(self.norm(x)), cross_weights)  # logits (B, T, codebook_size)
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        context_mask: torch.Tensor,
+        need_weights: bool = False,
+    ) -> DecoderOutput:
+        """Encode the caption, then decode: see the class docstring."""
+        self._check(image_tokens, text_tokens, context_mask)
+        context = self.encode_text(text_tokens, context_mask)  # (B, L, d_model)
+        return self.decode(image_tokens, context, context_mask, need_weights)
+
+    def loss(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of predicting every token of ``image_tokens`` ``(B, num_image_tokens)``
+        from the caption and the tokens before it (teacher forcing)."""
+        logits = self(image_tokens[:, :-1], text_tokens, context_mask).logits  # (B, N, K)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), image_tokens.reshape(-1))

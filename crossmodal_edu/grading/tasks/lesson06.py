@@ -1,0 +1,578 @@
+r"""Exercises 06 · Text to image: fix a caption dropout that leaves rows with nothing to attend to ->
+classifier-free guidance -> top-k filtering -> the probabilities a sampler draws from, with
+temperature and greedy decoding.
+
+Every function here is self-contained (tensors in, tensors out), so the exercises do not depend on
+the decoder's API. Logits are float64 tensors; ``text_tokens`` are int64 and masks bool tensors,
+**True = real token**.
+
+Solutions: solutions/06_text_to_image.ipynb. References: crossmodal_edu/dalle/guidance.py
+(``top_k_filter``, ``classifier_free_guidance``; ``sample_from_logits`` draws from
+:func:`sampling_probs_reference`, which tests/test_grading.py checks) and :func:`drop_captions_reference`
+below (the decoder's caption dropout, in crossmodal_edu/dalle/).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from crossmodal_edu.dalle import guidance as reference
+from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, Property
+from crossmodal_edu.grading.tasks.lesson01 import distinct
+from crossmodal_edu.grading.tasks.lesson03 import tensor
+from crossmodal_edu.grading.tasks.properties import (
+    between_0_and_1,
+    finite,
+    first,
+    first_value,
+    has_shapes,
+    sums_to_one,
+    where,
+)
+from crossmodal_edu.numpy_attention import padding_mask
+
+NEG_INF = float("-inf")
+
+# ---------------------------------------------------------------------------------------------
+# 06.drop_captions (fix the bug)
+# ---------------------------------------------------------------------------------------------
+
+
+def null_captions(text_tokens: torch.Tensor, context_mask: torch.Tensor, null_id: int, pad_id: int):
+    """Null captions shaped like ``text_tokens`` ``(B, Lk)``: tokens ``[null_id, pad_id, ..., pad_id]``,
+    mask ``[True, False, ..., False]``."""
+    tokens = torch.full_like(text_tokens, pad_id)  # (B, Lk)
+    tokens[:, 0] = null_id
+    mask = torch.zeros_like(context_mask)  # (B, Lk)
+    mask[:, 0] = True
+    return tokens, mask
+
+
+def drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id=0):
+    """Replace the captions where ``drop`` ``(B,)`` is True by the null caption, a single learned token
+    ``null_id`` padded with ``pad_id``, whose mask is ``[True, False, ..., False]`` (so that the
+    cross-attention of an uncaptioned image still has one key to read). New tensors, inputs unchanged."""
+    null_tokens, null_mask = null_captions(text_tokens, context_mask, null_id, pad_id)
+    keep = ~drop[:, None]  # (B, 1)
+    return torch.where(keep, text_tokens, null_tokens), torch.where(keep, context_mask, null_mask)
+
+
+def _caption_case(rng, B, Lk, vocab, drop, note):
+    """``B`` captions padded to ``Lk``. Of the dropped ones (if any), one fills its row, so that nothing
+    of the old caption hides behind padding, and another (if there are two) is padded, so that a mask
+    set all True differs from the old one."""
+    lengths = rng.integers(1, Lk + 1, size=B)
+    dropped = rng.permutation(np.flatnonzero(drop))
+    if len(dropped) > 0:
+        lengths[dropped[0]] = Lk
+    if len(dropped) > 1:
+        lengths[dropped[1]] = rng.integers(1, Lk)
+    mask = padding_mask(lengths, Lk)  # (B, Lk)
+    tokens = np.where(mask, rng.integers(1, vocab, size=(B, Lk)), 0)  # (B, Lk), pad_id 0
+    return Case({"text_tokens": torch.from_numpy(tokens.astype(np.int64)), "context_mask": torch.from_numpy(mask),
+                 "drop": torch.from_numpy(drop)}, {"null_id": vocab, "pad_id": 0}, note=note)
+
+
+def _caption_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for note in ("some captions dropped", "other sizes"):
+        B, Lk = distinct(rng, 2, 3, 8)
+        drop = rng.random(B) < 0.5
+        drop[rng.choice(B, size=3, replace=False)] = [True, True, False]  # two dropped, one kept, at least
+        cases.append(_caption_case(rng, B, Lk, int(rng.integers(10, 30)), drop, note))
+    B, Lk = distinct(rng, 2, 2, 7)
+    cases.append(_caption_case(rng, B, Lk, int(rng.integers(10, 30)), np.zeros(B, bool), "nothing dropped"))
+    return cases
+
+
+def _drop_by_masking(text_tokens, context_mask, drop, null_id, pad_id=0):
+    return text_tokens.clone(), context_mask & ~drop[:, None]
+
+
+def _drop_null_masked(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens, _ = drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id)
+    return tokens, context_mask & ~drop[:, None]
+
+
+def _drop_inverted(text_tokens, context_mask, drop, null_id, pad_id=0):
+    return drop_captions_reference(text_tokens, context_mask, ~drop, null_id, pad_id)
+
+
+def _drop_mask_unchanged(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens, _ = drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id)
+    return tokens, context_mask.clone()
+
+
+def _drop_first_token_only(text_tokens, context_mask, drop, null_id, pad_id=0):
+    _, mask = drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id)
+    tokens = text_tokens.clone()
+    tokens[drop, 0] = null_id
+    return tokens, mask
+
+
+def _drop_mask_all_true(text_tokens, context_mask, drop, null_id, pad_id=0):
+    tokens, _ = drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id)
+    return tokens, context_mask | drop[:, None]
+
+
+def _drop_pads_only(text_tokens, context_mask, drop, null_id, pad_id=0):
+    _, mask = drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id)
+    return torch.where(drop[:, None], torch.full_like(text_tokens, pad_id), text_tokens), mask
+
+
+def _drop_in_place(text_tokens, context_mask, drop, null_id, pad_id=0):
+    text_tokens[drop] = pad_id
+    text_tokens[drop, 0] = null_id
+    context_mask[drop] = False
+    context_mask[drop, 0] = True
+    return text_tokens, context_mask
+
+
+def _no_empty_row(fn, case, outputs):
+    empty = ~outputs[1].astype(bool).any(axis=-1)  # (B,)
+    if empty.any():
+        return f"the mask of caption {int(np.flatnonzero(empty)[0])} is all False"
+    return None
+
+
+def _kept_unchanged(fn, case, outputs):
+    keep = ~case.inputs["drop"].numpy()
+    for name, got, given in zip(("text_tokens", "context_mask"), outputs, (case.inputs["text_tokens"],
+                                                                          case.inputs["context_mask"])):
+        bad = keep[:, None] & (got != given.numpy())
+        if bad.any():
+            row, column = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+            return f"kept caption {row} changed: its `{name}` at position {column}"
+    return None
+
+
+def _dropped_is_null(fn, case, outputs):
+    drop = case.inputs["drop"].numpy()
+    null_id, pad_id = case.options["null_id"], case.options["pad_id"]
+    Lk = outputs[0].shape[-1]
+    want_tokens = np.full(Lk, pad_id)
+    want_tokens[0] = null_id
+    want_mask = np.arange(Lk) == 0
+    for b in np.flatnonzero(drop):
+        if not np.array_equal(outputs[0][b], want_tokens) or not np.array_equal(outputs[1][b], want_mask):
+            return (f"dropped caption {b} became tokens {outputs[0][b].astype(int).tolist()}, mask "
+                    f"{outputs[1][b].astype(bool).tolist()}")
+    return None
+
+
+DROP_CAPTIONS = FunctionTask(
+    id="06.drop_captions",
+    title="Fix the caption dropout",
+    points=3,
+    name="drop_captions",
+    signature="drop_captions(text_tokens, context_mask, drop, null_id, pad_id=0) -> (text_tokens, context_mask)",
+    cases=_caption_cases,
+    reference=drop_captions_reference,
+    outputs=("text_tokens", "context_mask"),
+    properties=(
+        has_shapes(lambda c: (tuple(c.inputs["text_tokens"].shape),) * 2, "(B, Lk), those of the inputs"),
+        Property("every caption must keep at least one key to attend to", _no_empty_row),
+        Property("a caption that is not dropped must come back unchanged", _kept_unchanged),
+        Property("a dropped caption must become the null caption: tokens [null_id, pad_id, ...], "
+                 "mask [True, False, ...]", _dropped_is_null),
+    ),
+    mistakes=(
+        Mistake("dropped captions by masking all their words: a row with nothing to attend to",
+                "with every key masked, each image token's cross-attention row is all -inf: NaN (or, in a "
+                "guarded kernel, zeros that carry nothing to learn). Replace the caption by the null caption "
+                "instead: tokens [null_id, pad_id, ...], mask [True, False, ...].", _drop_by_masking),
+        Mistake("the null token is masked too: its row of the mask is all False",
+                "the null caption must be visible: its mask is [True, False, ..., False], so attention has one "
+                "key, the null token, to read.", _drop_null_masked),
+        Mistake("drop inverted: the kept captions were replaced",
+                "drop is True for the captions to REPLACE: torch.where(drop[:, None], null, caption).",
+                _drop_inverted),
+        Mistake("the mask was not changed: the null caption keeps the old caption's mask",
+                "the mask must describe the new caption: [True, False, ..., False] for a dropped one.",
+                _drop_mask_unchanged),
+        Mistake("only the first token replaced: the rest of the old caption is still there",
+                "the null caption is one token followed by padding: every token after the first is pad_id.",
+                _drop_first_token_only),
+        Mistake("the null caption's mask is all True: it attends to its padding",
+                "only the null token is real: mask [True, False, ..., False].", _drop_mask_all_true),
+        Mistake("replaced by padding only: no null token",
+                "the first token of a dropped caption is null_id, a learned token that stands for 'no caption'.",
+                _drop_pads_only),
+        Mistake(IN_PLACE, "", _drop_in_place, in_place=True),
+    ),
+    planted="dropped captions by masking all their words: a row with nothing to attend to",
+)
+
+# ---------------------------------------------------------------------------------------------
+# 06.guidance
+# ---------------------------------------------------------------------------------------------
+
+
+def _guidance_case(rng, shape, scale, note):
+    return Case({"cond_logits": tensor(2.0 * rng.normal(size=shape)),
+                 "uncond_logits": tensor(2.0 * rng.normal(size=shape))}, {"scale": scale}, note=note)
+
+
+def _guidance_cases(rng: np.random.Generator) -> list[Case]:
+    B, L, V = int(rng.integers(2, 5)), int(rng.integers(2, 6)), int(rng.integers(5, 13))
+    return [
+        _guidance_case(rng, (B, V), round(float(rng.uniform(1.5, 6.0)), 2), "logits (B, V)"),
+        _guidance_case(rng, (2, L, V), round(float(rng.uniform(0.2, 0.8)), 2), "logits (B, L, V), scale below 1"),
+        _guidance_case(rng, (V,), round(float(rng.uniform(2.0, 8.0)), 2), "one row of logits"),
+    ]
+
+
+def _cfg_swapped(cond_logits, uncond_logits, scale):
+    return cond_logits + scale * (uncond_logits - cond_logits)
+
+
+def _cfg_sign(cond_logits, uncond_logits, scale):
+    return uncond_logits - scale * (cond_logits - uncond_logits)
+
+
+def _cfg_cond_only(cond_logits, uncond_logits, scale):
+    return scale * cond_logits
+
+
+def _cfg_average(cond_logits, uncond_logits, scale):
+    return (cond_logits + uncond_logits) / 2
+
+
+def _cfg_no_uncond(cond_logits, uncond_logits, scale):
+    return scale * (cond_logits - uncond_logits)
+
+
+def _cfg_from_cond(cond_logits, uncond_logits, scale):
+    return cond_logits + scale * (cond_logits - uncond_logits)
+
+
+def _cfg_probabilities(cond_logits, uncond_logits, scale):
+    p_cond, p_uncond = cond_logits.softmax(-1), uncond_logits.softmax(-1)
+    return p_uncond + scale * (p_cond - p_uncond)
+
+
+def _at_scale(scale: float, expected: str):
+    def test(fn, case, outputs):
+        (cond, uncond), _ = case.fresh()
+        got = np.asarray(torch.as_tensor(fn(cond, uncond, scale=scale)).detach(), dtype=float)
+        want = (cond if expected == "cond_logits" else uncond).numpy()
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-9, atol=1e-12):
+            return f"with scale = {scale:g} it does not return {expected}"
+        return None
+
+    return Property(f"scale {scale:g} must give {expected}", test)
+
+
+GUIDANCE = FunctionTask(
+    id="06.guidance",
+    title="Classifier-free guidance",
+    points=2,
+    name="classifier_free_guidance",
+    signature="classifier_free_guidance(cond_logits, uncond_logits, scale) -> logits",
+    cases=_guidance_cases,
+    reference=reference.classifier_free_guidance,
+    outputs=("logits",),
+    properties=(
+        has_shapes(lambda c: (tuple(c.inputs["cond_logits"].shape),), "those of the logits, (..., V)"),
+        _at_scale(1.0, "cond_logits"),
+        _at_scale(0.0, "uncond_logits"),
+    ),
+    mistakes=(
+        Mistake("cond and uncond swapped: cond + s · (uncond - cond) pushes towards no caption",
+                "start from the unconditional logits and move towards the caption: "
+                "uncond + s · (cond - uncond).", _cfg_swapped),
+        Mistake("sign flipped: uncond - s · (cond - uncond) pushes away from the caption",
+                "add the difference: uncond + s · (cond - uncond).", _cfg_sign),
+        Mistake("scaled the conditional logits only: s · cond",
+                "s · cond is a lower temperature, not guidance: what matters is how the caption CHANGES the "
+                "logits, cond - uncond: uncond + s · (cond - uncond).", _cfg_cond_only),
+        Mistake("averaged cond and uncond",
+                "guidance extrapolates, it does not average: uncond + s · (cond - uncond), with s > 1 going "
+                "beyond cond.", _cfg_average),
+        Mistake("forgot to add uncond back: s · (cond - uncond)",
+                "the difference is a direction; start from the unconditional logits: uncond + s · (cond - uncond).",
+                _cfg_no_uncond),
+        Mistake("cond + s · (cond - uncond): that is guidance with scale s + 1",
+                "with this course's scale, s = 1 must give the conditional logits: uncond + s · (cond - uncond).",
+                _cfg_from_cond),
+        Mistake("combined the probabilities, not the logits",
+                "guidance works on logits (log-probabilities up to a constant); mixing softmaxed probabilities "
+                "gives negative numbers for s > 1. Combine the logits themselves.", _cfg_probabilities),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------------
+# 06.top_k
+# ---------------------------------------------------------------------------------------------
+
+
+def _top_k_cases(rng: np.random.Generator) -> list[Case]:
+    L, V = int(rng.integers(2, 6)), int(rng.integers(6, 13))  # L < V
+    B2, V2 = int(rng.integers(2, 5)), int(rng.integers(5, 12))  # B2 < V2
+    n = int(rng.integers(5, 9))
+    V4 = int(rng.integers(5, 12))
+    normal = rng.normal
+    return [
+        Case({"logits": tensor(2.0 * normal(size=(2, L, V)))}, {"k": int(rng.integers(2, V - 1))},
+             note="logits (B, L, V)"),
+        Case({"logits": tensor(2.0 * normal(size=(B2, V2)))}, {"k": 1}, note="k = 1: only the largest"),
+        # A square matrix: the one shape on which a threshold without its axis runs, so it can be named.
+        Case({"logits": tensor(2.0 * normal(size=(n, n)))}, {"k": int(rng.integers(2, n - 1))},
+             note="a square matrix"),
+        Case({"logits": tensor(2.0 * normal(size=V4))}, {"k": int(rng.integers(2, V4 - 1))}, note="one row"),
+    ]
+
+
+def _keep_from(logits, kth, strict=False, fill=NEG_INF):
+    keep = logits > kth if strict else logits >= kth
+    return torch.where(keep, logits, torch.full_like(logits, fill))
+
+
+def _tk_smallest(logits, k):
+    top = torch.topk(logits, k, dim=-1, largest=False)
+    return torch.full_like(logits, NEG_INF).scatter(-1, top.indices, top.values)
+
+
+def _tk_k_plus_one(logits, k):
+    return _keep_from(logits, torch.topk(logits, k + 1, dim=-1).values[..., -1:])
+
+
+def _tk_k_minus_one(logits, k):
+    return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:], strict=True)
+
+
+def _tk_zeros(logits, k):
+    return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:], fill=0.0)
+
+
+def _tk_threshold_axis(logits, k):
+    return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1])
+
+
+def _tk_dim0(logits, k):
+    top = torch.topk(logits, k, dim=0)
+    return torch.full_like(logits, NEG_INF).scatter(0, top.indices, top.values)
+
+
+def _tk_whole_tensor(logits, k):
+    top = torch.topk(logits.reshape(-1), k)
+    return torch.full_like(logits, NEG_INF).reshape(-1).scatter(0, top.indices, top.values).reshape(logits.shape)
+
+
+def _tk_in_place(logits, k):
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    logits[logits < kth] = NEG_INF
+    return logits
+
+
+def _k_kept(fn, case, outputs):
+    k = case.options["k"]
+    kept = np.isfinite(outputs[0]).sum(axis=-1)
+    bad = kept != k
+    if bad.any():
+        row = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+        return f"row {where(row)} keeps {int(kept[row])} logits (finite values), not k = {k}"
+    return None
+
+
+def _largest_unchanged(fn, case, outputs):
+    logits = case.inputs["logits"].numpy()
+    got = outputs[0]
+    kept = np.isfinite(got)
+    changed = kept & (got != logits)
+    if changed.any():
+        return f"the kept logit at {first(changed)} is {first_value(got, changed):.6g}, not the original " \
+               f"{first_value(logits, changed):.6g}"
+    smallest_kept = np.where(kept, logits, np.inf).min(axis=-1, keepdims=True)
+    dropped_above = ~kept & (logits > smallest_kept)
+    if dropped_above.any():
+        return f"the logit at {first(dropped_above)} is dropped, but a smaller one in its row is kept"
+    return None
+
+
+TOP_K = FunctionTask(
+    id="06.top_k",
+    title="Top-k filtering",
+    points=3,
+    name="top_k_filter",
+    signature="top_k_filter(logits, k) -> logits",
+    cases=_top_k_cases,
+    reference=reference.top_k_filter,
+    outputs=("logits",),
+    properties=(
+        has_shapes(lambda c: (tuple(c.inputs["logits"].shape),), "those of the logits, (..., V)"),
+        Property("exactly k logits of each row must be kept (the rest -inf)", _k_kept),
+        Property("the kept logits must be the k largest of their row, unchanged", _largest_unchanged),
+    ),
+    mistakes=(
+        Mistake("kept the k smallest logits",
+                "keep the k LARGEST: torch.topk(logits, k, dim=-1) returns them (largest=True by default).",
+                _tk_smallest),
+        Mistake("kept k + 1 logits per row (off by one)",
+                "the k-th largest is torch.topk(logits, k, dim=-1).values[..., -1:], index k - 1 of the sorted "
+                "values; keep logits >= it.", _tk_k_plus_one),
+        Mistake("kept k - 1 logits per row (off by one)",
+                "keep the logits >= the k-th largest, not > it: the k-th itself stays.", _tk_k_minus_one),
+        Mistake("set the others to 0 instead of -inf",
+                "a logit of 0 still has probability e^0 / Σ e^ℓ > 0 after the softmax; -inf gives exactly 0: "
+                "float('-inf').", _tk_zeros),
+        Mistake("the threshold lost its axis: compared with the k-th largest of another row",
+                "topk(...).values[..., -1] has shape (...), one number per row, which broadcasts along the "
+                "wrong axis: keep the last axis with values[..., -1:] (or [..., -1, None]).", _tk_threshold_axis),
+        Mistake("top k over the wrong axis (dim=0)",
+                "the vocabulary is the last axis: torch.topk(logits, k, dim=-1), and scatter along -1.", _tk_dim0),
+        Mistake("kept the k largest of the whole tensor, not of each row",
+                "every row (every position of every image) gets its own k: topk along dim=-1, no flattening.",
+                _tk_whole_tensor),
+        Mistake(IN_PLACE, "", _tk_in_place, in_place=True),
+    ),
+)
+
+# ---------------------------------------------------------------------------------------------
+# 06.sampling_probs
+# ---------------------------------------------------------------------------------------------
+
+
+def sampling_probs_reference(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None) -> torch.Tensor:
+    r"""The distribution :func:`~crossmodal_edu.dalle.guidance.sample_from_logits` draws each row's token
+    from: :math:`p = \operatorname{softmax}(\operatorname{topk}(\ell) / T)`, and at ``temperature=0``
+    all the probability on the largest logit (greedy). ``logits`` ``(B, V)`` -> ``(B, V)``."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)  # (B, V)
+    return torch.softmax(reference.top_k_filter(logits, top_k) / temperature, dim=-1)  # (B, V)
+
+
+def _sampling_cases(rng: np.random.Generator) -> list[Case]:
+    def logits():
+        B, V = int(rng.integers(2, 5)), int(rng.integers(6, 13))
+        return tensor(2.0 * rng.normal(size=(B, V))), V
+
+    (l1, V1), (l2, _), (l3, V3), (l4, V4) = logits(), logits(), logits(), logits()
+    cool, warm = round(float(rng.uniform(0.3, 0.8)), 2), round(float(rng.uniform(1.5, 3.0)), 2)
+    return [
+        Case({"logits": l1}, {"temperature": cool, "top_k": int(rng.integers(2, V1 - 2))},
+             note="below 1: sharper"),
+        Case({"logits": l2}, {"temperature": warm, "top_k": None}, note="above 1: flatter; no top-k"),
+        Case({"logits": l3}, {"temperature": 0.0, "top_k": int(rng.integers(2, V3 - 2))}, note="greedy"),
+        Case({"logits": l4}, {"temperature": round(float(rng.uniform(1.5, 3.0)), 2),
+                              "top_k": int(rng.integers(2, V4 - 2))}, note="above 1, with top-k"),
+    ]
+
+
+def _one_hot(logits):
+    return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+
+def _sp_multiplied(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(reference.top_k_filter(logits, top_k) * temperature, dim=-1)
+
+
+def _sp_after_softmax(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(reference.top_k_filter(logits, top_k), dim=-1) / temperature
+
+
+def _sp_no_top_k(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def _sp_no_greedy(logits, temperature=1.0, top_k=None):
+    return torch.softmax(reference.top_k_filter(logits, top_k) / temperature, dim=-1)
+
+
+def _sp_greedy_index(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    return torch.softmax(reference.top_k_filter(logits, top_k) / temperature, dim=-1)
+
+
+def _sp_top_k_on_probs(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_k is None:
+        return probs
+    kth = torch.topk(probs, top_k, dim=-1).values[..., -1:]
+    return torch.where(probs >= kth, probs, torch.zeros_like(probs))
+
+
+def _sp_batch_axis(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(reference.top_k_filter(logits, top_k) / temperature, dim=0)
+
+
+def _outside_top_k_zero(fn, case, outputs):
+    k = case.options["top_k"]
+    if k is None or case.options["temperature"] == 0:
+        return None
+    logits = case.inputs["logits"].numpy()
+    kth = np.sort(logits, axis=-1)[..., -k][..., None]
+    bad = (logits < kth) & (outputs[0] != 0)
+    if bad.any():
+        return f"the token at {first(bad)} is outside the top {k} but gets probability {first_value(outputs[0], bad):.3g}"
+    return None
+
+
+def _greedy_is_argmax(fn, case, outputs):
+    if case.options["temperature"] != 0:
+        return None
+    logits = case.inputs["logits"].numpy()
+    on_argmax = np.take_along_axis(outputs[0], logits.argmax(-1)[:, None], axis=-1)[:, 0]
+    bad = ~np.isclose(on_argmax, 1.0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        return f"row {row} gives its largest logit probability {on_argmax[row]:.3g}, not 1"
+    return None
+
+
+SAMPLING_PROBS = FunctionTask(
+    id="06.sampling_probs",
+    title="Temperature, top-k and greedy",
+    points=3,
+    name="sampling_probs",
+    signature="sampling_probs(logits, temperature=1.0, top_k=None) -> probs",
+    cases=_sampling_cases,
+    reference=sampling_probs_reference,
+    outputs=("probs",),
+    properties=(
+        has_shapes(lambda c: (tuple(c.inputs["logits"].shape),), "(B, V), that of the logits"),
+        finite(0, "probs"),
+        between_0_and_1(0, "probs"),
+        sums_to_one(0, lambda c: -1, "each row's probabilities must sum to 1", "the probabilities of row"),
+        Property("tokens outside the top k must get probability 0", _outside_top_k_zero),
+        Property("at temperature 0 all the probability must be on the largest logit", _greedy_is_argmax),
+    ),
+    mistakes=(
+        Mistake("multiplied the logits by the temperature instead of dividing",
+                "p = softmax(ℓ / T): a temperature below 1 must sharpen the distribution, so divide.",
+                _sp_multiplied),
+        Mistake("temperature applied after the softmax",
+                "softmax(ℓ) / T is no longer a distribution (and normalising it again undoes T): divide the "
+                "logits, then take the softmax.", _sp_after_softmax),
+        Mistake("top_k ignored",
+                "filter first with your top_k_filter(logits, top_k) (None keeps every token), then divide by T.",
+                _sp_no_top_k),
+        Mistake("no greedy case: at temperature 0, ℓ / 0 gives inf and then NaN",
+                "temperature 0 means greedy: all the probability on the largest logit, "
+                "torch.nn.functional.one_hot(logits.argmax(-1), V), without dividing.", _sp_no_greedy),
+        Mistake("at temperature 0, returned the argmax instead of a distribution",
+                "return probabilities (B, V) at every temperature: a one-hot row, 1 on the argmax, 0 elsewhere.",
+                _sp_greedy_index),
+        Mistake("top-k applied to the probabilities without renormalising",
+                "zeroing probabilities leaves rows that sum to less than 1: set the logits outside the top k to "
+                "-inf BEFORE the softmax.", _sp_top_k_on_probs),
+        Mistake("softmax over the batch axis, not the vocabulary",
+                "each row is one token's distribution over the vocabulary: softmax(..., dim=-1).", _sp_batch_axis),
+    ),
+    rtol=1e-5,
+    atol=1e-8,
+)
+
+TASKS = (DROP_CAPTIONS, GUIDANCE, TOP_K, SAMPLING_PROBS)
