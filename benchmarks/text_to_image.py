@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from crossmodal_edu.dalle.evaluate import evaluate_decoder, evaluate_tokenizer, 
 from crossmodal_edu.dalle.sampling import generate
 from crossmodal_edu.dalle.train import train_tokenizer
 from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, load_text_to_image, train_decoder
-from crossmodal_edu.device import describe_device, get_device
+from crossmodal_edu.device import get_device
 
 TIER1_DECODER = DecoderConfig(d_model=64, text_layers=2, layers=4)
 """The cheapest decoder that reached 95% on one-object prompts in the H200 sweep
@@ -41,6 +42,12 @@ COMPARE = {
     "no text (ablation)": DecoderConfig(conditioning="none", text_layers=2, layers=4),
 }
 """Equal width (128) and about equal parameters (1.53 M, 1.47 M; the ablation lacks 0.27 M of cross-attention)."""
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}, {os.cpu_count()} cores"
 
 
 def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: int = 8) -> float:
@@ -88,8 +95,13 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     device = get_device(args.device)
     budget = 60 * args.minutes
     start = time.perf_counter()
-    tokenizer_train = TrainConfig(steps=args.tokenizer_steps, minutes=args.tokenizer_minutes,
-                                  two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
+    tokenizer_train = TrainConfig(steps=12, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
+    probe_start = time.perf_counter()
+    train_tokenizer(TokenizerConfig(), tokenizer_train, progress=False)  # time 12 steps, then fit the budget
+    per_step = (time.perf_counter() - probe_start) / 12
+    steps = min(args.tokenizer_steps, int((60 * args.tokenizer_minutes - (time.perf_counter() - start)) / per_step))
+    tokenizer_train = dataclasses.replace(tokenizer_train, steps=steps, warmup_steps=min(100, steps // 10),
+                                          minutes=args.tokenizer_minutes * 1.15)
     tokenizer = train_tokenizer(TokenizerConfig(), tokenizer_train, progress=True).model
     tokenizer_seconds = time.perf_counter() - start
     tok = evaluate_tokenizer(tokenizer, 300)
@@ -103,7 +115,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
         metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale)
         rows.append({"guidance": scale, **metrics})
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
-            f"budget {args.minutes:g} min\n\ntokenizer: {tokenizer_seconds:.0f} s ({args.tokenizer_steps} steps max), "
+            f"budget {args.minutes:g} min\n\ntokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
             f"oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")

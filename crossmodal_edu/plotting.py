@@ -92,6 +92,7 @@ def show_attention_on_image(
     title: Optional[str] = None,
     alpha: float = 0.6,
     vmax: Optional[float] = None,
+    colorbar: bool = True,
 ) -> Axes:
     """Overlay one query's attention over image patches on the image itself.
 
@@ -100,7 +101,8 @@ def show_attention_on_image(
     ``grid_h`` and ``W`` by ``grid_w``. Each weight is repeated over its patch's pixels (nearest
     upsampling: the patch is the unit attention chooses, so the map stays blocky on purpose).
     The colour scale runs from 0 to ``vmax`` (default: this map's largest weight); pass one
-    ``vmax`` to several panels to make their brightness comparable.
+    ``vmax`` to several panels to make their brightness comparable (and ``colorbar=False`` to
+    draw one colour bar for all of them, as :func:`show_word_maps` does).
     Returns the Axes; its second image holds the upsampled ``(H, W)`` map.
     """
     image = to_numpy(image)
@@ -125,10 +127,37 @@ def show_attention_on_image(
     ax = _new_axes(ax, figsize=(4.0, 4.0))
     ax.imshow(image)
     overlay = ax.imshow(heat, cmap="magma", alpha=alpha, vmin=0.0, vmax=vmax, interpolation="nearest")
-    ax.figure.colorbar(overlay, ax=ax, label="weight", fraction=0.046, pad=0.04)
+    if colorbar:
+        ax.figure.colorbar(overlay, ax=ax, label="weight", fraction=0.046, pad=0.04)
     ax.set_title(title if title is not None else "Attention over image patches")
     ax.set_axis_off()
     return ax
+
+
+def show_word_maps(image: Any, word_maps: Any, words: Sequence[str], axes: Optional[Sequence[Axes]] = None,
+                   size: float = 1.7) -> Figure:
+    """One panel per caption word: where in ``image`` that word was read, on one colour scale.
+
+    Shapes: image ``(H, W, 3)``; word_maps ``(L, h, w)`` with ``L >= len(words)`` (padding rows
+    beyond the words are ignored), e.g. one caption of ``Generation.word_maps``. ``axes``: one
+    per word (default: a new row of them). Returns the Figure, with a single colour bar.
+    """
+    word_maps = to_numpy(word_maps)
+    if word_maps.ndim != 3 or word_maps.shape[0] < len(words):
+        raise ValueError(
+            f"word_maps must have shape (L, h, w) with L >= {len(words)} (one map per word), "
+            f"but word_maps has shape {fmt_shape(word_maps.shape)}"
+        )
+    if axes is None:
+        fig, axes = plt.subplots(1, len(words), figsize=(size * len(words), size + 0.5), dpi=_DPI, squeeze=False)
+        axes = axes[0]
+    vmax = float(word_maps[: len(words)].max())
+    for j, (word, ax) in enumerate(zip(words, axes)):
+        show_attention_on_image(image, word_maps[j], word_maps.shape[1:], ax=ax, title=f"'{word}'",
+                                vmax=vmax, colorbar=False)
+    fig = axes[0].figure
+    fig.colorbar(axes[0].images[-1], ax=list(axes), label="weight", fraction=0.02, pad=0.01)
+    return fig
 
 
 def show_images(

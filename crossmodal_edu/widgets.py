@@ -5,7 +5,8 @@ r"""Interactive explorers for the lessons, with a static figure wherever widgets
   image asks the caption.
 * :class:`HeadExplorer` (lesson 03): pick a head and a query token of a ``MultiHeadCrossAttention``
   and see that head's map.
-* A prompt playground for the miniature DALL-E (lessons 05-06) will join them when the model does.
+* :class:`PromptPlayground` (lesson 06): type a caption, set the guidance scale and temperature,
+  press Generate, and see the images and, per word, where the first image read it.
 
 Each explorer keeps its logic apart from its drawing, so tests can drive it without a browser:
 the ``state`` attributes (``word``, ``scale``, ``mask`` / ``head``, ``query``) and the arrays they
@@ -16,7 +17,8 @@ once: a widget where a widget frontend runs (JupyterLab, Colab with its custom w
 and, in the same output, a PNG of the current state that GitHub, nbviewer and untrusted notebooks
 show instead. Without ipywidgets, :meth:`show` displays the PNG alone.
 
-Used in notebooks/02_cross_modal_attention.ipynb and notebooks/03_cross_attention_in_pytorch.ipynb.
+Used in notebooks/02_cross_modal_attention.ipynb, notebooks/03_cross_attention_in_pytorch.ipynb and
+notebooks/06_text_to_image.ipynb.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ from matplotlib.patches import Rectangle
 from crossmodal_edu._checks import fmt_shape
 from crossmodal_edu.compare import to_numpy
 from crossmodal_edu.numpy_attention import softmax
-from crossmodal_edu.plotting import plot_attention, show_attention_on_image
+from crossmodal_edu.plotting import plot_attention, show_attention_on_image, show_word_maps
 
-__all__ = ["AttentionExplorer", "HeadExplorer", "figure_png"]
+__all__ = ["AttentionExplorer", "HeadExplorer", "PromptPlayground", "figure_png"]
 
 _DPI = 80
 
@@ -341,3 +343,115 @@ class HeadExplorer(_Explorer):
                                      value=self.head, style={"button_width": "auto"})
         query = widgets.Dropdown(options=self.query_labels, value=self.query, description="query")
         return [self._bind(head, "head"), self._bind(query, "query")]
+
+
+class PromptPlayground(_Explorer):
+    """Lesson 06's miniature DALL-E at your fingertips: a caption box, guidance and temperature
+    sliders, a Generate button; ``num_images`` samples and the first one's per-word attention maps.
+
+    State: ``caption``, ``guidance_scale``, ``temperature``, ``seed``. Changing them does not
+    redraw (sampling takes a moment); :meth:`generate` (the button) samples and redraws. A caption
+    with a word outside the vocabulary, or too many words, is not sampled: ``message`` says what
+    is wrong and lists the known words, and the picture shows that message.
+    """
+
+    title = "prompt playground"
+
+    def __init__(
+        self,
+        decoder: Any,
+        tokenizer: Any,
+        caption: str = "a large red circle at the top left",
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        seed: int = 0,
+        num_images: int = 4,
+    ) -> None:
+        super().__init__()
+        from crossmodal_edu.world import Vocab
+
+        self.decoder, self.tokenizer = decoder, tokenizer
+        self.vocab = Vocab()
+        self.caption, self.guidance_scale, self.temperature, self.seed = caption, guidance_scale, temperature, seed
+        self.num_images = num_images
+        self.message: Optional[str] = None
+        self.generation: Any = None
+        self.generate(redraw=False)
+
+    def check_caption(self, caption: str) -> Optional[str]:
+        """None if ``caption`` can be drawn, else a message saying why not."""
+        words = caption.split()
+        if not words:
+            return "Type a caption, e.g. 'a small blue square in the middle'."
+        unknown = [w for w in words if w not in self.vocab.words[1:]]
+        if unknown:
+            return (f"Unknown word{'s' if len(unknown) > 1 else ''} {', '.join(repr(w) for w in unknown)}. "
+                    f"The model knows only these {len(self.vocab) - 1} words: {' '.join(self.vocab.words[1:])}")
+        longest = self.decoder.config.max_text_len
+        if len(words) > longest:
+            return f"The caption has {len(words)} words; the model reads at most {longest}."
+        return None
+
+    def generate(self, redraw: bool = True) -> None:
+        """Sample ``num_images`` images for the current caption and settings (what Generate does)."""
+        from crossmodal_edu.dalle.sampling import generate
+
+        self.message = self.check_caption(self.caption)
+        if self.message is None:
+            self.generation = generate(
+                self.decoder, self.tokenizer, [self.caption] * self.num_images, guidance_scale=self.guidance_scale,
+                temperature=self.temperature, seed=self.seed, attention_maps=True,
+            )
+        if redraw:
+            self.redraw()
+
+    @property
+    def images(self) -> Optional[np.ndarray]:
+        """The last generated images ``(num_images, H, W, 3)``, or None after an invalid caption."""
+        return None if self.message is not None else self.generation.images
+
+    def figure(self) -> Figure:
+        if self.message is not None:
+            fig = Figure(figsize=(8, 1.6), dpi=_DPI)
+            ax = fig.add_subplot()
+            ax.set_axis_off()
+            import textwrap
+
+            ax.text(0, 0.5, textwrap.fill(self.message, 100), va="center", fontsize=9, color="darkred")
+            return fig
+        words = self.generation.words[0]
+        columns = max(self.num_images, len(words))
+        fig = Figure(figsize=(1.6 * columns, 3.9), dpi=_DPI)
+        axes = fig.subplots(2, columns, squeeze=False)
+        for ax in axes.ravel():
+            ax.set_axis_off()
+        for i, image in enumerate(self.generation.images):
+            axes[0, i].imshow(image)
+            axes[0, i].set_title(f"sample {i + 1}", fontsize=8)
+        show_word_maps(self.generation.images[0], self.generation.word_maps[0], words, axes=axes[1, : len(words)])
+        fig.suptitle(f"'{self.caption}' (guidance {self.guidance_scale:g}, temperature {self.temperature:g}, "
+                     f"seed {self.seed}); below: where sample 1 read each word", fontsize=9)
+        return fig
+
+    def _make_controls(self, widgets: Any) -> list[Any]:
+        caption = widgets.Text(value=self.caption, description="caption", continuous_update=False,
+                               layout=widgets.Layout(width="420px"))
+        guidance = widgets.FloatSlider(value=self.guidance_scale, min=0.0, max=5.0, step=0.25, description="guidance",
+                                       continuous_update=False, readout_format=".2f")
+        temperature = widgets.FloatSlider(value=self.temperature, min=0.0, max=2.0, step=0.1,
+                                          description="temperature", continuous_update=False, readout_format=".1f")
+        button = widgets.Button(description="Generate", button_style="primary")
+        button.on_click(lambda _: self.generate())
+        self.controls["generate"] = button
+        for name, control in (("caption", caption), ("guidance_scale", guidance), ("temperature", temperature)):
+            control.observe(lambda change, name=name: setattr(self, name, change["new"]), names="value")
+            self.controls[name] = control
+        return [caption, guidance, temperature, button]
+
+    def widget(self) -> Any:
+        """Controls in two rows (the caption box is wide), the picture below."""
+        import ipywidgets as widgets
+
+        caption, guidance, temperature, button = self._make_controls(widgets)
+        self._image_widget = widgets.Image(format="png", value=figure_png(self.figure()))
+        return widgets.VBox([widgets.HBox([caption, button]), widgets.HBox([guidance, temperature]), self._image_widget])

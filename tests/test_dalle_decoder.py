@@ -294,3 +294,26 @@ def test_command_line_trains_tokenizer_then_decoder_from_scratch(tmp_path):
     decoder, tokenizer = decoder_from_checkpoint(load_checkpoint(tmp_path / "decoder.pt"))
     assert decoder.config.codebook_size == tokenizer.config.codebook_size == 16
     assert (tmp_path / "tokenizer.pt").is_file()
+
+
+@pytest.mark.parametrize("conditioning", ["cross-attention", "single-stream"])
+def test_the_kv_cache_gives_the_logits_of_a_full_pass(conditioning):
+    decoder = small_decoder(conditioning=conditioning)
+    text, mask = captions_batch(CAPTIONS, decoder.config)
+    tokens = torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        full = decoder(tokens[:, :-1], text, mask).logits  # (B, 64, K)
+        context = decoder.encode_text(text, mask)
+        caches = [{} for _ in decoder.blocks]
+        for t in range(64):
+            step = decoder.decode_step(tokens[:, t - 1] if t else None, t, context, mask, caches)
+            torch.testing.assert_close(step, full[:, t], rtol=1e-4, atol=1e-5, msg=f"position {t}")
+
+
+@pytest.mark.parametrize("conditioning", ["cross-attention", "single-stream"])
+def test_sampling_with_and_without_the_cache_draws_the_same_tokens(conditioning):
+    decoder = small_decoder(conditioning=conditioning)
+    text, mask = captions_batch(CAPTIONS, decoder.config)
+    plain = generate_tokens(decoder, text, mask, 1.5, top_k=50, generator=torch.Generator().manual_seed(5))
+    cached = generate_tokens(decoder, text, mask, 1.5, top_k=50, generator=torch.Generator().manual_seed(5), use_cache=True)
+    assert torch.equal(plain, cached)

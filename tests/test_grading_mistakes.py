@@ -1138,7 +1138,8 @@ LEARNER_MISTAKES = {
         "returns z: the decoder gets the unquantised vectors": straight_returns_z,
         "sign flipped: z - (z_q - z).detach()": straight_sign_flipped,
         "the decoder's gradient also flows into z_q (the codebook)": straight_grad_into_codebook,
-        "the result is detached: nothing gets a gradient": straight_all_detached,
+        "nothing gets a gradient: the whole result is detached, or the two z terms still cancel "
+        "(as in z + (z_q.detach() - z))": straight_all_detached,
         "detached z instead of the difference: the encoder's gradient is reversed": straight_z_detached,
     },
     "05.perplexity": {

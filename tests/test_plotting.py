@@ -150,3 +150,17 @@ def test_show_images_wraps_long_titles_onto_several_lines():
     wrapped = fig.axes[0].get_title()
     assert "\n" in wrapped and wrapped.replace("\n", " ") == caption
     assert fig.axes[1].get_title() == "short"
+
+
+def test_word_maps_share_one_colour_scale_and_name_a_shape_mistake():
+    from crossmodal_edu.plotting import show_word_maps
+
+    image = np.zeros((32, 32, 3), dtype=np.float32)
+    maps = np.random.default_rng(0).random((8, 8, 8))  # (L, h, w), the last rows padding
+    fig = show_word_maps(image, maps, ["a", "red", "circle"])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["'a'", "'red'", "'circle'"]
+    assert {ax.images[-1].get_clim() for ax in panels} == {(0.0, float(maps[:3].max()))}
+    assert len(fig.axes) == 4  # three panels and one colour bar
+    with pytest.raises(ValueError, match=r"word_maps must have shape \(L, h, w\) with L >= 3"):
+        show_word_maps(image, maps[:2], ["a", "red", "circle"])

@@ -165,3 +165,54 @@ def test_show_falls_back_to_the_static_figure_without_ipywidgets(monkeypatch):
     explorer.show()
     (bundle,) = shown
     assert bundle["image/png"] and "application/vnd.jupyter.widget-view+json" not in bundle
+
+
+# --- the prompt playground (lesson 06) --------------------------------------------------------------
+
+
+def _playground(**kwargs):
+    import torch
+
+    from crossmodal_edu.dalle import DecoderConfig, build_decoder, load_tokenizer
+    from crossmodal_edu.widgets import PromptPlayground
+
+    torch.manual_seed(0)
+    decoder = build_decoder(DecoderConfig(d_model=32, layers=1, text_layers=1, mlp_ratio=2)).eval()
+    return PromptPlayground(decoder, load_tokenizer(), num_images=2, **kwargs)
+
+
+def test_playground_generates_on_the_button_not_on_every_change():
+    playground = _playground()
+    playground.widget()
+    first = playground.images.copy()
+    assert first.shape == (2, 32, 32, 3)
+    playground.controls["guidance_scale"].value = 2.0        # a slider move alone does not sample
+    playground.controls["caption"].value = "a small blue square in the middle"
+    assert playground.guidance_scale == 2.0 and np.array_equal(playground.images, first)
+    picture = playground._image_widget.value
+    playground.controls["generate"].click()
+    assert playground.generation.captions[0] == "a small blue square in the middle"
+    assert not np.array_equal(playground.images, first)
+    assert playground._image_widget.value != picture
+
+
+def test_playground_names_unknown_words_and_lists_the_vocabulary():
+    playground = _playground()
+    playground.caption = "a small purple circle at the top"
+    playground.generate(redraw=False)
+    assert playground.images is None
+    assert "Unknown word 'purple'" in playground.message and "magenta" in playground.message
+    assert playground.figure() is not None                    # the message is drawn, nothing crashes
+    playground.caption = "a red circle left of a blue square at the top"
+    playground.generate(redraw=False)
+    assert "at most 8" in playground.message
+    playground.caption = "a small red circle at the top"
+    playground.generate(redraw=False)
+    assert playground.message is None and playground.images is not None
+
+
+def test_playground_draws_one_map_per_caption_word():
+    playground = _playground(caption="a large red circle at the top left")
+    figure = playground.figure()
+    titled = [ax.get_title() for ax in figure.axes if ax.get_title().startswith("'")]
+    assert titled == [f"'{w}'" for w in "a large red circle at the top left".split()]

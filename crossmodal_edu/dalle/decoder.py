@@ -126,12 +126,28 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.out = nn.Linear(config.d_model, config.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``x`` ``(B, T, d_model)`` -> ``(B, T, d_model)``.
+
+        ``cache`` (sampling only): a dict that keeps the keys and values of the tokens seen so
+        far, so each new token costs one row of attention instead of a pass over the prefix.
+        Either the cache is empty (any ``T``: the tokens attend causally among themselves) or
+        ``T == 1`` (the new token attends to every cached token and itself: no mask needed).
+        """
         B, T, d = x.shape
         H = self.num_heads
         q, k, v = self.qkv(x).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # each (B, H, T, head_dim)
+        causal = True
+        if cache is not None:
+            if "k" in cache:
+                if T != 1:
+                    raise ValueError(f"with a filled cache, feed one token at a time (got T={T})")
+                k = torch.cat([cache["k"], k], dim=2)  # (B, H, t + 1, head_dim)
+                v = torch.cat([cache["v"], v], dim=2)
+                causal = False  # one query, the newest token: it may see everything cached
+            cache["k"], cache["v"] = k, v
         dropout_p = self.dropout if self.training else 0.0
-        heads = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)  # (B, H, T, head_dim)
+        heads = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout_p)  # (B, H, T, head_dim)
         return self.out(heads.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)
 
 
@@ -160,12 +176,17 @@ class DecoderBlock(nn.Module):
         self.mlp = MLP(d, config.mlp_ratio, config.dropout)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, need_weights: bool = False
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        need_weights: bool = False,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` ``(B, T, d_model)`` image tokens, ``context`` ``(B, L, d_model)`` the encoded
         caption -> ``(B, T, d_model)``, and the cross-attention ``weights`` ``(B, num_heads, T, L)``
-        when ``need_weights`` (else None)."""
-        x = x + self.self_attention(self.norm1(x))
+        when ``need_weights`` (else None). ``cache``: see :class:`CausalSelfAttention`."""
+        x = x + self.self_attention(self.norm1(x), cache)
         weights = None
         if self.cross_attention is not None:
             if need_weights:
@@ -269,6 +290,27 @@ class ImageTokenDecoder(nn.Module):
             if need_weights and weights is not None:
                 cross_weights.append(weights)
         return DecoderOutput(self.head(self.norm(x)), cross_weights)  # logits (B, T, codebook_size)
+
+    def decode_step(
+        self,
+        previous: torch.Tensor | None,
+        position: int,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        caches: list[dict[str, torch.Tensor]],
+    ) -> torch.Tensor:
+        """The logits ``(B, codebook_size)`` for image token ``position``, given the token before
+        it (``previous`` ``(B,)``; None at position 0, where the input is ``<start>``) and the
+        key/value ``caches`` of the earlier positions (one dict per block, start with empty
+        dicts). Equal to ``decode(tokens[:, :position], ...).logits[:, -1]``, at the cost of
+        one position instead of ``position + 1``; a test checks that."""
+        B = context.shape[0]
+        if previous is None:
+            previous = torch.full((B,), self.config.start_id, dtype=torch.long, device=context.device)
+        x = self.token_embedding(previous[:, None]) + self.position_embedding.weight[position]  # (B, 1, d_model)
+        for block, cache in zip(self.blocks, caches):
+            x, _ = block(x, context, context_mask, cache=cache)
+        return self.head(self.norm(x))[:, 0]  # (B, codebook_size)
 
     def forward(
         self,

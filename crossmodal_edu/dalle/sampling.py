@@ -1,9 +1,10 @@
 """Generating images from captions: the autoregressive loop, and where each word was read.
 
-``generate_tokens`` is the plain loop a learner can read in one go: encode the caption once,
-then 64 times run the decoder on the tokens so far, take the logits of the next position,
-guide, filter, sample, append. It recomputes the whole prefix at every step (no key/value
-cache): simple, and at 64 tokens of width 128 fast enough on a CPU.
+``generate_tokens`` is the loop a learner can read in one go: encode the caption once, then 64
+times run the decoder on the tokens so far, take the logits of the next position, guide,
+filter, sample, append. By default it recomputes the whole prefix at every step: simple, and
+the version the lesson reads. ``use_cache=True`` keeps each block's keys and values instead
+(a KV cache), the same tokens at a fraction of the cost; ``generate`` uses it.
 
 ``generate`` wraps it for people: captions in, images, tokens and per-word attention maps out.
 Sampling draws from a CPU ``torch.Generator`` seeded by ``seed``, so the same seed gives the
@@ -34,12 +35,16 @@ def generate_tokens(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    use_cache: bool = False,
 ) -> torch.Tensor:
     """Sample ``image_tokens`` ``(B, num_image_tokens)`` in raster order for captions
     ``text_tokens`` ``(B, L)`` with ``context_mask`` ``(B, L)``.
 
     With ``guidance_scale != 1`` every step also runs the decoder on the null caption and
     mixes the two with :func:`classifier_free_guidance` (both in one batch of ``2B``).
+    ``use_cache=True`` replaces the pass over the prefix by the decoder's ``decode_step``, which keeps the
+    keys and values of earlier tokens instead of recomputing them: the same tokens (a test
+    checks it), about ten times faster at 64 tokens.
     """
     decoder.eval()
     B = text_tokens.shape[0]
@@ -54,9 +59,14 @@ def generate_tokens(
     context = decoder.encode_text(text_tokens, context_mask)  # (B or 2B, L, d_model), computed once
 
     image_tokens = torch.zeros(B, 0, dtype=torch.long, device=device)  # (B, t), grows to N
-    for _ in range(decoder.config.num_image_tokens):
+    caches: list[dict] = [{} for _ in range(len(decoder.blocks))]  # used only with use_cache
+    for t in range(decoder.config.num_image_tokens):
         prefix = torch.cat([image_tokens, image_tokens]) if guided else image_tokens
-        logits = decoder.decode(prefix, context, context_mask).logits[:, -1].float()  # (B or 2B, K)
+        if use_cache:
+            previous = prefix[:, -1] if t > 0 else None
+            logits = decoder.decode_step(previous, t, context, context_mask, caches).float()  # (B or 2B, K)
+        else:  # the plain way: run the decoder over the whole prefix, keep the last position
+            logits = decoder.decode(prefix, context, context_mask).logits[:, -1].float()  # (B or 2B, K)
         if guided:
             logits = classifier_free_guidance(logits[:B], logits[B:], guidance_scale)  # (B, K)
         next_token = sample_from_logits(logits.cpu(), temperature, top_k, generator)  # (B,)
@@ -112,6 +122,7 @@ def generate(
     seed: int = 0,
     attention_maps: bool = False,
     batch_size: int = 256,
+    use_cache: bool = True,
 ) -> Generation:
     """Draw one image per caption. The same ``seed`` gives the same images.
 
@@ -132,7 +143,7 @@ def generate(
     for start in range(0, len(captions), batch_size):
         part = slice(start, start + batch_size)
         image_tokens = generate_tokens(
-            decoder, text_tokens[part], context_mask[part], guidance_scale, temperature, top_k, generator
+            decoder, text_tokens[part], context_mask[part], guidance_scale, temperature, top_k, generator, use_cache
         )  # (b, N)
         tokens.append(image_tokens.cpu())
         images.append(tensor_to_images(tokenizer.decode(image_tokens.to(device))))

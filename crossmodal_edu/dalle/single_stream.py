@@ -69,6 +69,27 @@ class SingleStreamDecoder(nn.Module):
             x, _ = block(x, None, None)
         return DecoderOutput(self.head(self.norm(x[:, L:])), None)  # (B, t + 1, codebook_size)
 
+    def decode_step(
+        self,
+        previous: torch.Tensor | None,
+        position: int,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        caches: list[dict[str, torch.Tensor]],
+    ) -> torch.Tensor:
+        """Logits ``(B, codebook_size)`` for image token ``position`` with key/value caches (see
+        ``ImageTokenDecoder.decode_step``). Position 0 runs the caption and ``<start>`` through
+        the stream, filling the caches; later positions feed one token each."""
+        B, L, _ = context.shape
+        if previous is None:
+            start = torch.full((B, 1), self.config.start_id, dtype=torch.long, device=context.device)
+            x = torch.cat([context, self.token_embedding(start) + self.position_embedding.weight[L]], dim=1)  # (B, L + 1, d)
+        else:
+            x = self.token_embedding(previous[:, None]) + self.position_embedding.weight[L + position]  # (B, 1, d)
+        for block, cache in zip(self.blocks, caches):
+            x, _ = block(x, None, None, cache=cache)
+        return self.head(self.norm(x[:, -1]))  # (B, codebook_size)
+
     def forward(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, context_mask: torch.Tensor, need_weights: bool = False
     ) -> DecoderOutput:

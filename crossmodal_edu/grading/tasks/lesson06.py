@@ -557,7 +557,7 @@ SAMPLING_PROBS = FunctionTask(
                 "softmax(ℓ) / T is no longer a distribution (and normalising it again undoes T): divide the "
                 "logits, then take the softmax.", _sp_after_softmax),
         Mistake("top_k ignored",
-                "filter first with your top_k_filter(logits, top_k) (None keeps every token), then divide by T.",
+                "when top_k is not None, filter first (logits = top_k_filter(logits, top_k)), then divide by T.",
                 _sp_no_top_k),
         Mistake("no greedy case: at temperature 0, ℓ / 0 gives inf and then NaN",
                 "temperature 0 means greedy: all the probability on the largest logit, "
