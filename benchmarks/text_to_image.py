@@ -65,6 +65,7 @@ def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: in
 
 def train_for(config: DecoderConfig, train: TrainConfig, tokenizer, seconds: float):
     """Train for about ``seconds``: step count from :func:`step_seconds`, full schedule."""
+    step_seconds(config, train, tokenizer, steps=2)  # warm-up: a process's first steps are slow
     per_step = step_seconds(config, train, tokenizer)
     steps = max(50, int(seconds / per_step))
     train = dataclasses.replace(train, steps=steps, warmup_steps=min(train.warmup_steps, steps // 10), minutes=seconds / 60 * 1.15)
@@ -95,11 +96,12 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     device = get_device(args.device)
     budget = 60 * args.minutes
     start = time.perf_counter()
-    tokenizer_train = TrainConfig(steps=12, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
+    tokenizer_train = TrainConfig(steps=4, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
+    train_tokenizer(TokenizerConfig(), tokenizer_train, progress=False)  # warm up (first calls are slow) ...
     probe_start = time.perf_counter()
-    train_tokenizer(TokenizerConfig(), tokenizer_train, progress=False)  # time 12 steps, then fit the budget
-    per_step = (time.perf_counter() - probe_start) / 12
-    steps = min(args.tokenizer_steps, int((60 * args.tokenizer_minutes - (time.perf_counter() - start)) / per_step))
+    train_tokenizer(TokenizerConfig(), dataclasses.replace(tokenizer_train, steps=16), progress=False)
+    per_step = (time.perf_counter() - probe_start) / 16  # ... then time 16 steps
+    steps = max(50, min(args.tokenizer_steps, int((60 * args.tokenizer_minutes - (time.perf_counter() - start)) / per_step)))
     tokenizer_train = dataclasses.replace(tokenizer_train, steps=steps, warmup_steps=min(100, steps // 10),
                                           minutes=args.tokenizer_minutes * 1.15)
     tokenizer = train_tokenizer(TokenizerConfig(), tokenizer_train, progress=True).model

@@ -914,6 +914,10 @@ def top_k_zeros(logits, k):
     return torch.where(logits >= _kth_largest(logits, k), logits, torch.zeros_like(logits))
 
 
+def top_k_large_negative(logits, k):
+    return logits.masked_fill(logits < _kth_largest(logits, k), -1e9)
+
+
 def top_k_threshold_without_axis(logits, k):
     kth = torch.topk(logits, k).values[..., -1]
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -1176,6 +1180,7 @@ LEARNER_MISTAKES = {
         "kept k + 1 logits per row (off by one)": top_k_plus_one,
         "kept k - 1 logits per row (off by one)": top_k_minus_one,
         "set the others to 0 instead of -inf": top_k_zeros,
+        "set the others to a large negative number (such as -1e9) instead of -inf": top_k_large_negative,
         "the threshold lost its axis: compared with the k-th largest of another row": top_k_threshold_without_axis,
         "top k over the wrong axis (dim=0)": top_k_dim_0,
         "kept the k largest of the whole tensor, not of each row": top_k_whole_tensor,

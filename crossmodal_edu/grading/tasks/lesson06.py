@@ -346,6 +346,10 @@ def _tk_zeros(logits, k):
     return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:], fill=0.0)
 
 
+def _tk_large_negative(logits, k):
+    return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:], fill=-1e9)
+
+
 def _tk_threshold_axis(logits, k):
     return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1])
 
@@ -417,6 +421,9 @@ TOP_K = FunctionTask(
         Mistake("set the others to 0 instead of -inf",
                 "a logit of 0 still has probability e^0 / Σ e^ℓ > 0 after the softmax; -inf gives exactly 0: "
                 "float('-inf').", _tk_zeros),
+        Mistake("set the others to a large negative number (such as -1e9) instead of -inf",
+                "-1e9 is a habit from attention masks and almost works, but the filtered logits stay finite and "
+                "their probability is tiny, not exactly 0: use float('-inf').", _tk_large_negative),
         Mistake("the threshold lost its axis: compared with the k-th largest of another row",
                 "topk(...).values[..., -1] has shape (...), one number per row, which broadcasts along the "
                 "wrong axis: keep the last axis with values[..., -1:] (or [..., -1, None]).", _tk_threshold_axis),
