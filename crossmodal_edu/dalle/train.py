@@ -167,8 +167,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay)
 
 
-def tokenizer_checkpoint(
-    model: ImageTokenizer,
+def model_checkpoint(
+    kind: str,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     train_config: TrainConfig,
     step: int,
@@ -176,10 +177,10 @@ def tokenizer_checkpoint(
     seconds: float,
     metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Everything needed to use the tokenizer (``config``, ``model``) and to resume training
-    (``optimizer``, ``step``), as plain data."""
+    """Everything needed to use a model (``kind``, ``config``, ``model``) and to resume training
+    it (``optimizer``, ``step``, ``history``), as plain data. ``model.config`` is a config dataclass."""
     checkpoint = {
-        "kind": "image_tokenizer",
+        "kind": kind,
         "format": CHECKPOINT_FORMAT,
         "config": config_to_dict(model.config),
         "train_config": config_to_dict(train_config),
@@ -194,6 +195,19 @@ def tokenizer_checkpoint(
     if metrics is not None:
         checkpoint["metrics"] = dict(metrics)
     return checkpoint
+
+
+def tokenizer_checkpoint(
+    model: ImageTokenizer,
+    optimizer: torch.optim.Optimizer | None,
+    train_config: TrainConfig,
+    step: int,
+    history: dict[str, list[float]],
+    seconds: float,
+    metrics: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """:func:`model_checkpoint` of an image tokenizer."""
+    return model_checkpoint("image_tokenizer", model, optimizer, train_config, step, history, seconds, metrics)
 
 
 def tokenizer_from_checkpoint(checkpoint: dict[str, Any]) -> ImageTokenizer:

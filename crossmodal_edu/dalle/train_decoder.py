@@ -13,7 +13,6 @@ Used by ``python -m crossmodal_edu.dalle train-decoder`` and notebooks/06_text_t
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +23,14 @@ import torch
 
 from crossmodal_edu import world
 from crossmodal_edu.dalle.checkpoint import load_checkpoint, pretrained_path, save_checkpoint
-from crossmodal_edu.dalle.config import DecoderConfig, TrainConfig, config_from_dict, config_to_dict
+from crossmodal_edu.dalle.config import DecoderConfig, TrainConfig, config_from_dict
 from crossmodal_edu.dalle.decoder import ImageTokenDecoder, build_decoder, drop_captions
 from crossmodal_edu.dalle.tokenizer import ImageTokenizer, images_to_tensor
 from crossmodal_edu.dalle.train import (
-    CHECKPOINT_FORMAT,
     autocast,
     learning_rate,
     load_tokenizer,
+    model_checkpoint,
     seed_everything,
     step_seed,
     tokenizer_checkpoint,
@@ -87,23 +86,9 @@ def decoder_checkpoint(
     seconds: float,
     metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The decoder (``config``, ``model``), its tokenizer, and what resuming needs, as plain data."""
-    checkpoint = {
-        "kind": "image_token_decoder",
-        "format": CHECKPOINT_FORMAT,
-        "config": config_to_dict(decoder.config),
-        "train_config": config_to_dict(train),
-        "model": {k: v.detach().cpu() for k, v in decoder.state_dict().items()},
-        "tokenizer": tokenizer_checkpoint(tokenizer, None, TrainConfig(), 0, {}, 0.0),
-        "step": step,
-        "seconds": seconds,
-        "history": {k: torch.tensor(v, dtype=torch.float32) for k, v in history.items()},
-        "environment": {"torch": str(torch.__version__), "machine": platform.machine()},
-    }
-    if optimizer is not None:
-        checkpoint["optimizer"] = optimizer.state_dict()
-    if metrics is not None:
-        checkpoint["metrics"] = dict(metrics)
+    """:func:`model_checkpoint` of a decoder, with a copy of its tokenizer (``"tokenizer"``)."""
+    checkpoint = model_checkpoint("image_token_decoder", decoder, optimizer, train, step, history, seconds, metrics)
+    checkpoint["tokenizer"] = tokenizer_checkpoint(tokenizer, None, TrainConfig(), 0, {}, 0.0)
     return checkpoint
 
 
