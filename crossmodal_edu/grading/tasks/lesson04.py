@@ -20,7 +20,7 @@ import numpy as np
 from crossmodal_edu import blocked_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
-from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, where
+from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, near, where
 
 # ---------------------------------------------------------------------------------------------
 # 04.memory (predict, then run)
@@ -30,10 +30,6 @@ from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, w
 _MIB = 64 * 8 * 1024 * 77 * 4 / 2**20  # 154.0
 
 
-def _near(a, b) -> bool:
-    return math.isclose(float(a), float(b), rel_tol=0.02)
-
-
 MEMORY = PredictionTask(
     id="04.memory",
     title="Predict: memory of the weights",
@@ -41,7 +37,7 @@ MEMORY = PredictionTask(
     name="predicted_mib",
     expects="a number of MiB",
     answer=_MIB,
-    accept=lambda value: _near(value, _MIB),
+    accept=lambda value: near(value, _MIB),
     explanation="B · num_heads · Lq · Lk = 64 · 8 · 1024 · 77 = 40 370 176 numbers of 4 bytes: "
                 "161 480 704 bytes = 154 MiB, for one layer, before any gradient.",
     mistakes=(
@@ -67,7 +63,7 @@ MEMORY = PredictionTask(
         Mistake("that is in GiB, not MiB", "the question asks for MiB: multiply by 1024.",
                 value=64 * 8 * 1024 * 77 * 4 / 2**30),
     ),
-    same=_near,
+    same=near,
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from crossmodal_edu.dalle import tokenizer as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.lesson03 import tensor
-from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, where
+from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, near, where
 
 # ---------------------------------------------------------------------------------------------
 # 05.nearest_code
@@ -424,10 +424,6 @@ _ENTROPY = float(-(_P * np.log(_P)).sum())  # nats
 _PPL = math.exp(_ENTROPY)  # 4.94
 
 
-def _near(a, b) -> bool:
-    return math.isclose(float(a), float(b), rel_tol=0.02)
-
-
 LOPSIDED = PredictionTask(
     id="05.lopsided",
     title="Predict: a lopsided codebook",
@@ -435,7 +431,7 @@ LOPSIDED = PredictionTask(
     name="predicted_perplexity",
     expects="a number",
     answer=_PPL,
-    accept=lambda value: _near(value, _PPL),
+    accept=lambda value: near(value, _PPL),
     explanation=f"-Σ p log p = 0.75 · log(4/3) + 0.25 · log(252) = {_ENTROPY:.3f} nats, and e^{_ENTROPY:.3f} = "
                 f"{_PPL:.2f}: the 64 codes in use are worth fewer than 5 equally used ones, because one of "
                 f"them carries three quarters of the tokens.",
@@ -460,7 +456,7 @@ LOPSIDED = PredictionTask(
         Mistake("1 would mean every token is the same code",
                 "a quarter of the tokens are spread over 63 other codes: they raise the perplexity.", value=1),
     ),
-    same=_near,
+    same=near,
 )
 
 TASKS = (NEAREST_CODE, STRAIGHT_THROUGH, PERPLEXITY, LOPSIDED)

@@ -3,6 +3,7 @@ whose failure message is a plain sentence with the place where it fails."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import numpy as np
@@ -10,6 +11,11 @@ import numpy as np
 from crossmodal_edu.grading.spec import Case, Property
 
 __all__ = ["has_shapes", "finite", "between_0_and_1", "sums_to_one", "where", "first", "first_value"]
+
+
+def near(a, b, rel_tol: float = 0.02) -> bool:
+    """A predicted number is right if within ``rel_tol`` (2%) of the answer: rounding is not a mistake."""
+    return math.isclose(float(a), float(b), rel_tol=rel_tol)
 
 
 def where(index) -> str:
