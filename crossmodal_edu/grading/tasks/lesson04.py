@@ -13,7 +13,6 @@ crossmodal_edu/blocked_attention.py (and numpy_attention.py, which the tests com
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
