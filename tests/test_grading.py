@@ -1,6 +1,8 @@
 """The checks a learner runs: fresh inputs every call, reproducible by seed, never a crash, and a
 result that says what is wrong in words (the catalogue of named mistakes is tested in
 test_grading_mistakes.py)."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,24 @@ def test_an_exception_is_reported_with_its_message_and_the_learners_line_not_a_t
     assert "line 3 of softmax_with_a_bug_on_line_3" in text
     assert "return e / e.sum(axis=axis)[..., 0, None]" in text
     assert "Traceback" not in text and 'File "' not in text
+
+
+def _scores_of(q, k):  # a learner's helper, above the function that calls it: its line 3 raises
+    scores = q @ k.swapaxes(-1, -2)
+    return scores / np.sqrt(q.size[-1])  # TypeError: q.size is an int
+
+
+def test_an_exception_in_a_learners_helper_names_the_helper_and_its_line():
+    def attention(q, k, v):
+        weights = reference.softmax(_scores_of(q, k))
+        return weights @ v, weights
+
+    result = judge(ATTENTION, attention, seed=0)
+    text = result.text()
+    assert result.status == ERROR, text
+    assert "In your helper `_scores_of`, line 3: `return scores / np.sqrt(q.size[-1])" in text
+    assert "(called from line 2 of attention)" in text
+    assert "line -" not in text and "line 0" not in text
 
 
 def test_forgetting_to_return_says_so():
@@ -170,7 +190,54 @@ def test_the_scoreboard_sums_the_latest_result_of_each_task(capsys):
 def test_a_prediction_passes_when_right_and_fails_plainly_when_unexpected(task):
     assert judge(task, task.answer).status == PASSED
     strange = judge(task, "no idea")
-    assert strange.status == FAILED and strange.mistake is None and "not what happens" in strange.summary
+    assert strange.status == FAILED and strange.mistake is None
+    assert f"`{task.name}` should be {task.expects}, but it is a str: 'no idea'" in strange.summary
+
+
+LOPSIDED = get_task("05.lopsided")
+
+
+@pytest.mark.parametrize("number", [
+    LOPSIDED.answer, 5, np.float64(LOPSIDED.answer), np.float32(LOPSIDED.answer), np.array(LOPSIDED.answer),
+    np.array([LOPSIDED.answer]), pytest.param("torch 0-d", id="torch.tensor(4.94)"),
+    pytest.param("torch 1-element", id="torch.tensor([4.94])"), Fraction(494, 100)], ids=repr)
+def test_a_predicted_number_counts_whatever_kind_of_number_it_is(number):
+    import torch
+
+    if number == "torch 0-d":
+        number = torch.tensor(LOPSIDED.answer, dtype=torch.float64)
+    elif number == "torch 1-element":
+        number = torch.tensor([LOPSIDED.answer], dtype=torch.float32)
+    result = judge(LOPSIDED, number)
+    assert result.status == PASSED, result.text()
+
+
+@pytest.mark.parametrize("number", [64, 64.0, np.int64(64), np.array(64)], ids=repr)
+def test_a_predicted_number_of_any_kind_is_matched_with_the_catalogued_mistakes(number):
+    assert judge(LOPSIDED, number).mistake == "that counts the codes in use"
+
+
+def test_a_wrong_number_is_not_told_that_a_number_was_expected():
+    for number in (7, 7.0, np.int64(7), np.float64(7.0), np.array(7.0)):
+        result = judge(LOPSIDED, number)
+        assert result.status == FAILED and result.mistake is None, result.text()
+        assert result.summary == "not quite: 7 is not what happens", result.text()
+        assert "Expected" not in result.text() and "should be a number" not in result.text()
+
+
+@pytest.mark.parametrize("answer, what", [
+    ("no idea", "a str: 'no idea'"), ("4.94", "a str: '4.94' (write the number itself, without quotes)"),
+    (True, "a bool: True"), ([4.94], "a list: [4.94]"), (np.ones(3), "an array of shape (3,), not one number"),
+    (3 + 0j, "a complex: (3+0j)")], ids=repr)
+def test_a_prediction_that_is_not_a_number_says_what_came(answer, what):
+    result = judge(LOPSIDED, answer)
+    assert result.status == FAILED and result.mistake is None and result.points == 0
+    assert result.summary == f"not quite: `predicted_perplexity` should be a number, but it is {what}"
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 64, 9), [2, 4, 64, 9], np.array([2, 4, 64, 9])], ids=repr)
+def test_a_predicted_shape_counts_as_a_tuple_a_list_or_an_array(shape):
+    assert judge(get_task("02.weights_shape"), shape).status == PASSED
 
 
 def test_every_lesson_has_three_to_six_tasks_with_ids_of_that_lesson():
@@ -296,6 +363,42 @@ def test_the_straight_through_check_grades_the_gradients_not_only_the_value():
     assert result.status == FAILED and result.mistake is None, result.text()
     assert result.summary == "not yet: z must receive the decoder's gradient unchanged"
     assert "deviation from the reference" in result.text() and "in `z.grad`" in result.text()
+
+
+def test_returning_z_q_alone_is_named_and_not_taken_for_the_unfixed_bug():
+    def straight_through(z, z_q):  # the right value, but z takes no part: the encoder gets nothing
+        return z_q
+
+    task = get_task("05.straight_through")
+    for seed in range(3):
+        result = judge(task, straight_through, seed=seed)
+        assert result.status == FAILED and result.mistake.startswith("returns z_q alone"), result.text()
+        assert "no gradient" in result.summary and "argmin" in result.text()
+    hints = [m.hint for m in task.mistakes if m.hint]
+    assert all("z + (z_q - z).detach()" in hint for hint in hints)  # it gives the fix no more than the others
+
+
+def test_the_straight_through_flag_for_a_left_out_z_is_never_reported_as_a_deviation():
+    def straight_through(z, z_q):  # an unknown mistake: a fresh leaf with z_q's value, z left out
+        return z_q.detach().clone().requires_grad_()
+
+    result = judge(get_task("05.straight_through"), straight_through, seed=0)
+    assert result.summary == "not yet: z must receive the decoder's gradient unchanged", result.text()
+    assert "deviation from the reference" in result.text() and "in `z.grad`" in result.text()
+    assert "z left out" not in result.text()
+
+
+def test_a_top_k_whose_dropped_logits_are_not_minus_inf_fails_the_k_kept_property():
+    import torch
+
+    def top_k_filter(logits, k):  # NaN is not finite either, so the count of kept logits alone passes
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+        return logits.masked_fill(logits < kth, float("nan"))
+
+    result = judge(get_task("06.top_k"), top_k_filter, seed=0)
+    assert result.status == FAILED and result.mistake is None, result.text()
+    assert result.summary == "not yet: exactly k logits of each row must be kept (the rest -inf)"
+    assert "is nan, not -inf" in result.text()
 
 
 def test_the_nearest_code_check_catches_each_mis_expanded_distance_on_every_seed():

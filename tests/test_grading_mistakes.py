@@ -728,6 +728,10 @@ def straight_returns_z_q(z, z_q):
     return z_q
 
 
+def straight_z_terms_cancel(z, z_q):  # the given bug, rewritten: z still cancels out of the gradient
+    return z_q + z - z
+
+
 def straight_returns_z(z, z_q):
     return z.clone()
 
@@ -743,6 +747,10 @@ def straight_grad_into_codebook(z, z_q):
 def straight_all_detached(z, z_q):
     with torch.no_grad():
         return z + (z_q - z)
+
+
+def straight_only_z_q_detached(z, z_q):  # value z_q; the two z terms cancel, and z_q gets none either
+    return z + (z_q.detach() - z)
 
 
 def straight_z_detached(z, z_q):
@@ -916,6 +924,10 @@ def top_k_zeros(logits, k):
 
 def top_k_large_negative(logits, k):
     return logits.masked_fill(logits < _kth_largest(logits, k), -1e9)
+
+
+def top_k_positive_inf(logits, k):
+    return logits.masked_fill(logits < _kth_largest(logits, k), float("inf"))
 
 
 def top_k_threshold_without_axis(logits, k):
@@ -1139,6 +1151,7 @@ LEARNER_MISTAKES = {
     },
     "05.straight_through": {
         "no .detach(): the two z cancel, and the encoder gets no gradient": straight_no_detach,
+        "returns z_q alone: the decoder gets the codes, but the encoder gets no gradient": straight_returns_z_q,
         "returns z: the decoder gets the unquantised vectors": straight_returns_z,
         "sign flipped: z - (z_q - z).detach()": straight_sign_flipped,
         "the decoder's gradient also flows into z_q (the codebook)": straight_grad_into_codebook,
@@ -1181,6 +1194,7 @@ LEARNER_MISTAKES = {
         "kept k - 1 logits per row (off by one)": top_k_minus_one,
         "set the others to 0 instead of -inf": top_k_zeros,
         "set the others to a large negative number (such as -1e9) instead of -inf": top_k_large_negative,
+        "set the others to +inf instead of -inf: the dropped tokens become the most likely": top_k_positive_inf,
         "the threshold lost its axis: compared with the k-th largest of another row": top_k_threshold_without_axis,
         "top k over the wrong axis (dim=0)": top_k_dim_0,
         "kept the k largest of the whole tensor, not of each row": top_k_whole_tensor,
@@ -1205,7 +1219,10 @@ VARIANTS = [
     ("04.online_update", "NaN on a row whose keys so far are all masked", update_guards_alpha_only),
     ("05.nearest_code", "the largest dot product z · e_k instead of the smallest distance (or ‖e_k‖² left out of "
      "the expansion)", nearest_expansion_without_code_norms),
-    ("05.straight_through", "no .detach(): the two z cancel, and the encoder gets no gradient", straight_returns_z_q),
+    ("05.straight_through", "no .detach(): the two z cancel, and the encoder gets no gradient",
+     straight_z_terms_cancel),
+    ("05.straight_through", "nothing gets a gradient: the whole result is detached, or the two z terms still cancel "
+     "(as in z + (z_q.detach() - z))", straight_only_z_q_detached),
 ]
 
 FUNCTION_TASKS = [t for t in all_tasks() if isinstance(t, FunctionTask)]

@@ -11,7 +11,8 @@ How a wrong function is diagnosed, in order:
 4. it agrees with a catalogued mistake on every case: that mistake, with its hint. "Agrees" means:
    on each case either both return outputs that are close, or both raise the same kind of
    exception; and on at least one case both return;
-5. it raised an exception: the exception's message and the line of the learner's code it came from;
+5. it raised an exception: the exception's message and the line of the learner's code it came from
+   (in a helper function of theirs that the task function calls: that helper, its line, and the call);
 6. it returned the wrong kind or shape of thing: what came and what was expected;
 7. otherwise: the first property that fails and the largest deviation from the reference.
 """
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import linecache
 import sys
+import sysconfig
 import traceback
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -165,21 +168,71 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+# Where libraries live (NumPy, PyTorch, Python itself, this package): a frame there is not the learner's.
+_LIBRARY_DIRS = tuple(sorted({str(Path(p).resolve()) + "/" for p in (
+    *(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+    Path(__file__).resolve().parents[1])}))
+# The frames Python makes for a comprehension or a generator expression: their lines belong to the
+# function they are written in.
+_COMPREHENSIONS = {"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"}
+
+
+def _is_learners(filename: str, own: str) -> bool:
+    """Is ``filename`` the learner's code (the cell of their function, another cell, a file of their
+    own) rather than a library's or Python's?"""
+    if filename == own or filename.startswith("<ipython-input"):
+        return True
+    if filename.startswith("<"):  # <frozen ...>, <string>: code Python or a library made
+        return False
+    try:
+        return not (str(Path(filename).resolve()) + "/").startswith(_LIBRARY_DIRS)
+    except (OSError, ValueError):  # a name no file can have
+        return False
+
+
+def _function_name(code, fn_code) -> str:
+    """``softmax`` for the task function itself; ``your helper `scores` `` for a function it calls."""
+    if code is fn_code:
+        return code.co_name
+    return "your lambda" if code.co_name == "<lambda>" else f"your helper `{code.co_name}`"
+
+
+def _place(code, lineno: int, fn_code) -> str:
+    """``line 3 of softmax``, or ``your helper `scores`, line 2``: ``lineno`` of the file counted from the
+    first line of the function ``code``."""
+    number = lineno - code.co_firstlineno + 1
+    name = _function_name(code, fn_code)
+    if number < 1:  # a function whose first line is unknown: no line number rather than a wrong one
+        return name
+    return f"line {number} of {name}" if code is fn_code else f"{name}, line {number}"
+
+
 def _where(error: BaseException, fn: Callable[..., Any]) -> str:
-    """``line 3 of softmax: `return e / e.sum()` ``: the learner's line the exception came from."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    """The learner's line the exception came from: ``line 3 of softmax: `return e / e.sum()` ``; when it
+    came from a function of theirs that ``fn`` calls, ``your helper `scores`, line 2: `return q @ k`
+    (called from line 4 of attention)``."""
+    fn_code = getattr(fn, "__code__", None)
+    if fn_code is None:
         return ""
-    last = None
-    for frame, lineno in traceback.walk_tb(error.__traceback__):
-        if frame.f_code.co_filename == code.co_filename:
-            last = (frame, lineno)
-    if last is None:
+    frames = list(traceback.walk_tb(error.__traceback__))
+    start = next((i for i, (frame, _) in enumerate(frames) if frame.f_code is fn_code), None)
+    if start is None:
         return ""
-    frame, lineno = last
+    steps = []  # (the function whose lines count, frame, line): one per call among the learner's functions
+    for frame, lineno in frames[start:]:
+        if frame.f_code is not fn_code and not _is_learners(frame.f_code.co_filename, fn_code.co_filename):
+            continue
+        if frame.f_code.co_name in _COMPREHENSIONS and steps:
+            steps[-1] = (steps[-1][0], frame, lineno)
+        else:
+            steps.append((frame.f_code, frame, lineno))
+    code, frame, lineno = steps[-1]
     line = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
-    where = f"line {lineno - code.co_firstlineno + 1} of {code.co_name}"
-    return f"{where}: `{line}`" if line else where
+    where = _place(code, lineno, fn_code) + (f": `{line}`" if line else "")
+    if len(steps) > 1:
+        caller, _, caller_line = steps[-2]
+        where += f" (called from {_place(caller, caller_line, fn_code)})"
+    return where
 
 
 def _error_text(error: BaseException) -> str:
@@ -193,6 +246,8 @@ def _error_text(error: BaseException) -> str:
 def _deviation(task: FunctionTask, mine: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -> str:
     worst = None
     for name, a, b in zip(task.outputs, mine, expected):
+        if name in task.unreported:
+            continue
         with np.errstate(invalid="ignore"):  # equal infinities (masked -inf logits) do not deviate
             diff = np.where((np.isnan(a) & np.isnan(b)) | (a == b), 0.0, np.abs(a - b))
         diff = np.where(np.isnan(diff), np.inf, diff)
@@ -318,9 +373,23 @@ def _checked_property(prop, fn, case: Case, outputs) -> Optional[str]:
         return f"{prop.name}: checking it raised {_error_text(error)}"
 
 
+def _shown(value: Any) -> str:
+    """A predicted value for a message: ``4.94`` for a number, its repr otherwise."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:59] + "…"
+
+
 def _judge_prediction(task: PredictionTask, value: Any) -> Result:
     if value is None or value is Ellipsis:
         return _result(task, NOT_ATTEMPTED, f"not attempted yet: write {task.expects} into `{task.name}`")
+    if task.read is not None:
+        try:
+            value = task.read(value)
+        except Exception as why:  # the reader says what came; anything else it met, we name by its type
+            came = why if isinstance(why, (TypeError, ValueError)) else f"a {type(value).__name__}"
+            return _result(task, FAILED, f"not quite: `{task.name}` should be {task.expects}, but it is {came}")
     try:
         right = bool(task.accept(value))
     except Exception:
@@ -335,8 +404,8 @@ def _judge_prediction(task: PredictionTask, value: Any) -> Result:
         if same:
             return _result(task, FAILED, f"not quite: {mistake.name}", [f"Hint: {mistake.hint}"],
                            mistake=mistake.name)
-    return _result(task, FAILED, f"not quite: {value!r} is not what happens",
-                   [f"Expected {task.expects}. Run the experiment below, then think again."])
+    return _result(task, FAILED, f"not quite: {_shown(value)} is not what happens",
+                   ["Run the experiment below, then think again."])
 
 
 @contextmanager

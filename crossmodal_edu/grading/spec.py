@@ -106,6 +106,10 @@ class FunctionTask:
     *it* returns. The learner's answer, the reference and every catalogued mistake, all with the
     learner's signature, go through it alike. A task about autograd uses it to return, besides the
     result, the gradients the result sends back to the inputs (``05.straight_through``).
+
+    ``unreported`` names outputs (of the harness) that only tell two mistakes apart, such as a flag:
+    they are compared with the reference and the catalogue like the others, but a message about the
+    largest deviation never names them.
     """
 
     id: str
@@ -122,6 +126,7 @@ class FunctionTask:
     rtol: float = 1e-6
     atol: float = 1e-9
     harness: Optional[Callable[[Callable[..., Any]], Callable[..., Any]]] = None
+    unreported: tuple[str, ...] = ()
 
     def run(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """What a check calls with a case's inputs for the answer ``fn``: ``fn`` itself, or the
@@ -134,6 +139,8 @@ class FunctionTask:
             raise ValueError(f"{self.id}: two catalogued mistakes share a name: {names}")
         if self.planted is not None and self.planted not in names:
             raise ValueError(f"{self.id}: planted mistake {self.planted!r} is not in the catalogue")
+        if not set(self.unreported) <= set(self.outputs):
+            raise ValueError(f"{self.id}: unreported outputs {self.unreported} are not among {self.outputs}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,10 @@ class PredictionTask:
     ``accept(value)`` says whether a prediction is right; ``answer`` is shown once it is, with
     ``explanation``. Each catalogued mistake carries the wrong ``value`` that reveals it, matched
     with ``same(value, mistake.value)``. ``expects`` says in words what to write ("a number").
+
+    ``read``, when given, turns what the learner wrote into the value that ``accept`` and ``same`` get
+    (``torch.tensor(4.9)`` into ``4.9``, say), or raises ``TypeError`` saying in words what came instead
+    ("a str: 'no idea'"), which the learner is told beside ``expects``.
     """
 
     id: str
@@ -155,6 +166,7 @@ class PredictionTask:
     explanation: str
     mistakes: tuple[Mistake, ...] = ()
     same: Callable[[Any, Any], bool] = lambda a, b: a == b
+    read: Optional[Callable[[Any], Any]] = None
 
 
 Task = FunctionTask | PredictionTask

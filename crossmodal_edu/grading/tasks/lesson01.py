@@ -13,6 +13,7 @@ import numpy as np
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.properties import (
+    a_number,
     between_0_and_1,
     finite,
     first,
@@ -159,6 +160,7 @@ SCORE_STD = PredictionTask(
     points=1,
     name="predicted_std",
     expects="a number",
+    read=a_number,
     answer=8.0,
     accept=lambda value: abs(float(value) - 8.0) <= 0.5,
     explanation="Var(q·k) = d_k = 64, so the standard deviation is √64 = 8: dividing by √d_k brings "

@@ -11,7 +11,7 @@ import numpy as np
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading.spec import Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
-from crossmodal_edu.grading.tasks.properties import finite, first, first_value, has_shapes, sums_to_one
+from crossmodal_edu.grading.tasks.properties import a_shape, finite, first, first_value, has_shapes, sums_to_one
 
 # ---------------------------------------------------------------------------------------------
 # 02.project
@@ -206,6 +206,7 @@ WEIGHTS_SHAPE = PredictionTask(
     points=1,
     name="predicted_shape",
     expects="a tuple of integers",
+    read=a_shape,
     answer=(2, 4, 64, 9),
     accept=lambda value: _same_shape(value, (2, 4, 64, 9)),
     explanation="(B, num_heads, Lq, Lk) = (2, 4, 64, 9): one row per patch that asks, one column per "

@@ -22,7 +22,14 @@ from crossmodal_edu import numpy_attention as np_reference
 from crossmodal_edu.compare import to_numpy
 from crossmodal_edu.grading.spec import Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
-from crossmodal_edu.grading.tasks.properties import finite, first, first_value, has_shapes, sums_to_one
+from crossmodal_edu.grading.tasks.properties import (
+    a_number,
+    finite,
+    first,
+    first_value,
+    has_shapes,
+    sums_to_one,
+)
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
 
 
@@ -414,6 +421,7 @@ PARAMETERS = PredictionTask(
     points=1,
     name="predicted_parameters",
     expects="a whole number",
+    read=a_number,
     answer=3944,
     accept=lambda value: _same_count(value, 3944),
     explanation="inner = num_heads * head_dim = 24. to_q: 32·24 + 24 = 792; to_k and to_v: 48·24 + 24 = "

@@ -19,7 +19,7 @@ import numpy as np
 from crossmodal_edu import blocked_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
-from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, near, where
+from crossmodal_edu.grading.tasks.properties import a_number, finite, first, has_shapes, near, where
 
 # ---------------------------------------------------------------------------------------------
 # 04.memory (predict, then run)
@@ -35,6 +35,7 @@ MEMORY = PredictionTask(
     points=1,
     name="predicted_mib",
     expects="a number of MiB",
+    read=a_number,
     answer=_MIB,
     accept=lambda value: near(value, _MIB),
     explanation="B · num_heads · Lq · Lk = 64 · 8 · 1024 · 77 = 40 370 176 numbers of 4 bytes: "

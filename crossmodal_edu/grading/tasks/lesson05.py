@@ -4,7 +4,8 @@ lopsided codebook.
 
 Inputs are float64 tensors (counts are NumPy integer histograms, as ``codebook_usage`` returns
 them), so that answers are compared with the package to float64 rounding. The straight-through
-task is graded through a harness that also returns the gradients the answer sends back.
+task is graded through a harness that also returns the gradients the answer sends back (and whether z
+takes part in the answer at all).
 
 Solutions: solutions/05_image_tokenizer.ipynb. Reference: crossmodal_edu/dalle/tokenizer.py
 (``nearest_code``, ``straight_through``, ``perplexity``).
@@ -21,7 +22,7 @@ from crossmodal_edu.dalle import tokenizer as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.lesson03 import tensor
-from crossmodal_edu.grading.tasks.properties import finite, first, has_shapes, near, where
+from crossmodal_edu.grading.tasks.properties import a_number, finite, first, has_shapes, near, where
 
 # ---------------------------------------------------------------------------------------------
 # 05.nearest_code
@@ -173,26 +174,32 @@ def decoder_gradient(shape) -> torch.Tensor:
 
 
 def _with_gradients(fn):
-    """``fn(z, z_q)`` as ``(value, z.grad, z_q.grad)``: its result, and the gradients it sends to z and
-    to z_q when :func:`decoder_gradient` arrives from the decoder (zeros where none arrives)."""
+    """``fn(z, z_q)`` as ``(value, z.grad, z_q.grad, z left out)``: its result; the gradients it sends to z
+    and to z_q when :func:`decoder_gradient` arrives from the decoder (zeros where none arrives); and 1.0
+    if the result carries a gradient but is not computed from z at all (as ``return z_q`` is), else 0.0.
+
+    The last one tells ``return z_q`` from ``z + (z_q - z)``: both send z a zero gradient, but only in the
+    second is z part of the computation (its two terms cancel).
+    """
 
     def run(z, z_q):
         z.requires_grad_(True)
         z_q.requires_grad_(True)
         out = fn(z, z_q)
-        if out is None:
-            return None
-        if not isinstance(out, torch.Tensor):
+        nothing = (torch.zeros_like(z.detach()), torch.zeros_like(z_q.detach()))
+        if out is not None and not isinstance(out, torch.Tensor):
             try:
                 out = torch.as_tensor(np.asarray(out, dtype=np.float64))
             except (TypeError, ValueError, RuntimeError):
-                return out  # the judge says what came instead of a tensor
-        nothing = (torch.zeros_like(z.detach()), torch.zeros_like(z_q.detach()))
+                pass  # the judge says what came instead of a tensor
+        if not isinstance(out, torch.Tensor):
+            return out, *nothing, torch.tensor(0.0)
         if not out.requires_grad or out.shape != z.shape:
-            return out.detach(), *nothing
+            return out.detach(), *nothing, torch.tensor(0.0)
         grad_out = decoder_gradient(z.shape).to(out.dtype)
         grads = torch.autograd.grad(out, (z, z_q), grad_outputs=grad_out, allow_unused=True)
-        return out.detach(), *(zero if g is None else g for g, zero in zip(grads, nothing))
+        z_left_out = torch.tensor(1.0 if grads[0] is None else 0.0)
+        return out.detach(), *(zero if g is None else g for g, zero in zip(grads, nothing)), z_left_out
 
     return run
 
@@ -221,6 +228,10 @@ def _st_no_detach(z, z_q):
 
 def _st_returns_z(z, z_q):
     return z
+
+
+def _st_returns_z_q(z, z_q):
+    return z_q
 
 
 def _st_sign_flipped(z, z_q):
@@ -261,8 +272,9 @@ STRAIGHT_THROUGH = FunctionTask(
     signature="straight_through(z, z_q) -> z_st",
     cases=_straight_cases,
     reference=reference.straight_through,
-    outputs=("value", "z.grad", "z_q.grad"),
+    outputs=("value", "z.grad", "z_q.grad", "z left out"),
     harness=_with_gradients,
+    unreported=("z left out",),
     properties=(
         has_shapes(lambda c: (tuple(c.inputs["z"].shape),) * 3, "those of z (the value and both gradients)"),
         _close_to(0, lambda c: c.inputs["z_q"].numpy(), "the forward value must be z_q: the decoder gets the codes",
@@ -279,6 +291,10 @@ STRAIGHT_THROUGH = FunctionTask(
         Mistake("returns z: the decoder gets the unquantised vectors",
                 "the forward value must be the codes z_q; only the gradient is z's: z + (z_q - z).detach().",
                 _st_returns_z),
+        Mistake("returns z_q alone: the decoder gets the codes, but the encoder gets no gradient",
+                "the forward value z_q is right, but z takes no part in computing it, and the quantisation that "
+                "made z_q (an argmin) has no gradient: nothing reaches the encoder. Keep z in the sum and detach "
+                "only the difference: z + (z_q - z).detach().", _st_returns_z_q),
         Mistake("sign flipped: z - (z_q - z).detach()",
                 "add the detached difference: z + (z_q - z).detach() evaluates to z_q; with a minus it is "
                 "2z - z_q.", _st_sign_flipped),
@@ -430,6 +446,7 @@ LOPSIDED = PredictionTask(
     points=1,
     name="predicted_perplexity",
     expects="a number",
+    read=a_number,
     answer=_PPL,
     accept=lambda value: near(value, _PPL),
     explanation=f"-Σ p log p = 0.75 · log(4/3) + 0.25 · log(252) = {_ENTROPY:.3f} nats, and e^{_ENTROPY:.3f} = "

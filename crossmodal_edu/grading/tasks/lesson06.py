@@ -33,6 +33,7 @@ from crossmodal_edu.grading.tasks.properties import (
 from crossmodal_edu.numpy_attention import padding_mask
 
 NEG_INF = float("-inf")
+POS_INF = float("inf")
 
 # ---------------------------------------------------------------------------------------------
 # 06.drop_captions (fix the bug)
@@ -350,6 +351,10 @@ def _tk_large_negative(logits, k):
     return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:], fill=-1e9)
 
 
+def _tk_positive_inf(logits, k):
+    return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:], fill=POS_INF)
+
+
 def _tk_threshold_axis(logits, k):
     return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1])
 
@@ -377,6 +382,9 @@ def _k_kept(fn, case, outputs):
     if bad.any():
         row = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
         return f"row {where(row)} keeps {int(kept[row])} logits (finite values), not k = {k}"
+    not_minus_inf = ~np.isfinite(outputs[0]) & (outputs[0] != NEG_INF)  # +inf or NaN
+    if not_minus_inf.any():
+        return f"a dropped logit, at {first(not_minus_inf)}, is {first_value(outputs[0], not_minus_inf)}, not -inf"
     return None
 
 
@@ -424,6 +432,10 @@ TOP_K = FunctionTask(
         Mistake("set the others to a large negative number (such as -1e9) instead of -inf",
                 "-1e9 is a habit from attention masks and almost works, but the filtered logits stay finite and "
                 "their probability is tiny, not exactly 0: use float('-inf').", _tk_large_negative),
+        Mistake("set the others to +inf instead of -inf: the dropped tokens become the most likely",
+                "float('inf') is larger than every logit: the dropped tokens become the most likely ones, and the "
+                "softmax turns inf - inf into NaN. Fill them with float('-inf'), which gives probability exactly 0.",
+                _tk_positive_inf),
         Mistake("the threshold lost its axis: compared with the k-th largest of another row",
                 "topk(...).values[..., -1] has shape (...), one number per row, which broadcasts along the "
                 "wrong axis: keep the last axis with values[..., -1:] (or [..., -1, None]).", _tk_threshold_axis),
