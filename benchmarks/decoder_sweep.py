@@ -17,6 +17,7 @@ import multiprocessing as mp
 import time
 
 RUNS = [
+    # Rounds 1 and 2 ran when DecoderConfig.text_layers defaulted to 2 (the "params" of each line says which).
     # round 1 (H200, 2026-11-28): architecture, width, batch, steps
     *[dict(name="x128", steps=s, two=0.0) for s in (500, 1000, 2000)],
     *[dict(name="x96", steps=s, two=0.0, d_model=96, lr=3e-3) for s in (500, 1000, 2000)],
@@ -39,10 +40,30 @@ RUNS = [
     dict(name="x96", steps=1500, two=0.0, d_model=96, lr=3e-3),
     dict(name="x96-tl4-L3", steps=2000, two=0.0, d_model=96, text_layers=4, layers=3, lr=3e-3),
     dict(name="single96-L6", steps=1500, two=0.0, d_model=96, layers=6, conditioning="single-stream", lr=3e-3),
+    # round 3 (2-core CPU VM, one thread per run, 2026-11-28): what fits tier 1's 5 minutes?
+    dict(name="x64", steps=1600, two=0.0, d_model=64, lr=4e-3),
+    dict(name="single64-L5", steps=1600, two=0.0, d_model=64, layers=5, conditioning="single-stream", lr=4e-3),
+    dict(name="single96-L4", steps=1400, two=0.0, d_model=96, layers=4, conditioning="single-stream", lr=3e-3),
+    dict(name="x64-bs32", steps=3000, two=0.0, d_model=64, batch_size=32, lr=3e-3),
+    # round 4 (same CPU): why does the single stream learn two objects faster? (conditioning_variants.py)
+    *[dict(name=name, steps=2000, two=1.0, d_model=64, lr=3e-3, scales=(1.0,), **kw) for name, kw in (
+        ("x64-tl2", dict(text_layers=2)),
+        ("x64-tl4", dict(text_layers=4)),
+        ("layerwise64", dict(text_layers=4, variant="layerwise")),
+        ("joint64", dict(text_layers=2, variant="joint")),
+        ("single64-L7", dict(layers=7, conditioning="single-stream")),
+    )],
+    # round 5 (same CPU): tier 1 in what a 5-minute budget leaves the decoder (~2,300 steps of batch 32)
+    dict(name="x64-tl2-bs32", steps=2300, two=0.0, d_model=64, text_layers=2, batch_size=32, lr=3e-3),
+    dict(name="joint64-bs32", steps=2300, two=0.0, d_model=64, text_layers=2, batch_size=32, lr=3e-3, variant="joint"),
+    # round 6 (same CPU): the round-4 gap again with another seed, and joint attention on one object at batch 64
+    dict(name="x64-tl2", steps=2000, two=1.0, d_model=64, lr=3e-3, scales=(1.0,), text_layers=2, seed=1),
+    dict(name="joint64", steps=2000, two=1.0, d_model=64, lr=3e-3, scales=(1.0,), text_layers=2, variant="joint", seed=1),
+    dict(name="joint64", steps=2000, two=0.0, d_model=64, lr=4e-3, text_layers=2, variant="joint"),
 ]
 
 MODEL_KEYS = ("d_model", "layers", "text_layers", "num_heads", "caption_dropout", "conditioning")
-TRAIN_KEYS = ("lr", "batch_size", "warmup_steps", "weight_decay")
+TRAIN_KEYS = ("lr", "batch_size", "warmup_steps", "weight_decay", "seed")
 
 
 def run(spec: dict) -> dict:
@@ -55,13 +76,19 @@ def run(spec: dict) -> dict:
 
     config = DecoderConfig(**{k: spec[k] for k in MODEL_KEYS if k in spec})
     train = DecoderTrainConfig(steps=spec["steps"], two_object_fraction=spec["two"], **{k: spec[k] for k in TRAIN_KEYS if k in spec})
+    model = None
+    if "variant" in spec:
+        from conditioning_variants import VARIANTS
+
+        model = VARIANTS[spec["variant"]](config)
     start = time.perf_counter()
-    result = train_decoder(config, train, progress=False)
+    result = train_decoder(config, train, progress=False, model=model)
     out = {**spec, "train_s": round(time.perf_counter() - start, 1), "loss": round(sum(result.history["loss"][-50:]) / len(result.history["loss"][-50:]), 4),
            "params": sum(p.numel() for p in result.decoder.parameters())}
     kinds = (("tier1", "held_out") if spec["two"] < 1 else ()) + (("tier2",) if spec["two"] > 0 else ())
     for scale in spec.get("scales", (1.0, 2.0)):
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, spec.get("n", 300), kinds=kinds, guidance_scale=scale)
+        metrics = evaluate_decoder(result.decoder, result.tokenizer, spec.get("n", 300), kinds=kinds, guidance_scale=scale,
+                                   use_cache="variant" not in spec)
         out[f"g{scale:g}"] = {k: round(v, 3) for k, v in metrics.items() if not k.endswith(("_size", "_count"))}
     return out
 

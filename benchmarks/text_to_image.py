@@ -5,11 +5,13 @@ world's oracle, and compare with what the prompt asked for (``world.caption_fide
 
     python benchmarks/text_to_image.py tier1     # tokenizer + decoder from scratch in 5 min, one-object prompts
     python benchmarks/text_to_image.py tier2     # the same in 20 min, two objects and a relation
+                                                 # (--model cross-attention | joint: which decoder; see RECIPES)
     python benchmarks/text_to_image.py compare   # cross-attention vs one stream (DALL-E 1) vs no text, equal time
     python benchmarks/text_to_image.py guidance  # fidelity and diversity against the guidance scale (shipped decoder)
 
-Budgets are wall-clock: the script times a few steps first, then sets the step count so that
-training (with its full learning-rate schedule) fits the budget on *this* machine. Add
+Budgets are wall-clock: the script times a few steps first to plan the step count, and the clock
+ends each stage: with a time budget, the learning-rate schedule follows whichever runs out first,
+steps or minutes (``dalle.train.learning_rate``), so a stage cut by the clock still ends decayed. Add
 ``--device cuda`` to train on a GPU. Each command prints a Markdown table and can append it
 to a file (``--out``). Results measured by the maintainers are in benchmarks/RESULTS.md.
 """
@@ -32,9 +34,17 @@ from crossmodal_edu.dalle.train import train_tokenizer
 from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, load_text_to_image, train_decoder
 from crossmodal_edu.device import get_device
 
-TIER1_DECODER = DecoderConfig(d_model=64, text_layers=2, layers=4)
-"""The cheapest decoder that reached 95% on one-object prompts in the H200 sweep
-(benchmarks/results/decoder_sweep_h200.jsonl: 2,000 steps at lr 4e-3)."""
+RECIPES = {
+    (1, "cross-attention"): (DecoderConfig(d_model=64, text_layers=2, layers=4), dict(batch_size=32, lr=3e-3)),
+    (1, "joint"): (DecoderConfig(d_model=64, text_layers=2, layers=4), dict(batch_size=32, lr=3e-3)),
+    (2, "cross-attention"): (DecoderConfig(d_model=96, text_layers=2, layers=4), dict(two_object_fraction=0.75, lr=3e-3)),
+    (2, "joint"): (DecoderConfig(d_model=96, text_layers=2, layers=4), dict(two_object_fraction=0.75, lr=3e-3)),
+}
+"""(tier, model) -> decoder config and training settings. Tier 1: of the models that fit a CPU's 5 minutes,
+the one that got furthest per second in the CPU sweep (benchmarks/results/decoder_sweep_cpu.jsonl).
+Tier 2: width 96, the best steps-per-second trade-off in the sweeps; "joint" is the decoder whose one
+softmax reads the caption and the image prefix together (conditioning_variants.py), which learned two
+objects fastest per step in the CPU sweep."""
 
 COMPARE = {
     "cross-attention": DecoderConfig(text_layers=2, layers=4),
@@ -50,7 +60,16 @@ def describe_device(device: torch.device) -> str:
     return f"{device.type}, {os.cpu_count()} cores"
 
 
-def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: int = 8) -> float:
+def fresh_model(config: DecoderConfig, variant: str | None):
+    """An untrained decoder: ``build_decoder(config)``, or a variant from conditioning_variants.py."""
+    if variant is None:
+        return None  # train_decoder builds it
+    from conditioning_variants import VARIANTS
+
+    return VARIANTS[variant](config)
+
+
+def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: int = 8, variant: str | None = None) -> float:
     """Seconds per training step of ``config`` on this machine (after two warm-up steps)."""
     probe = dataclasses.replace(train, steps=steps + 2, warmup_steps=1, checkpoint_every=10**9)
     start = [0.0]
@@ -59,18 +78,18 @@ def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: in
         if step == 2:
             start[0] = time.perf_counter()
 
-    result = train_decoder(config, probe, tokenizer, progress=False, on_step=timed)
+    result = train_decoder(config, probe, tokenizer, progress=False, on_step=timed, model=fresh_model(config, variant))
     return (time.perf_counter() - start[0]) / steps if result.step == probe.steps else float("nan")
 
 
-def train_for(config: DecoderConfig, train: TrainConfig, tokenizer, seconds: float):
+def train_for(config: DecoderConfig, train: TrainConfig, tokenizer, seconds: float, variant: str | None = None):
     """Train for about ``seconds``: step count from :func:`step_seconds`, full schedule."""
-    step_seconds(config, train, tokenizer, steps=2)  # warm-up: a process's first steps are slow
-    per_step = step_seconds(config, train, tokenizer)
-    steps = max(50, int(seconds / per_step))
-    train = dataclasses.replace(train, steps=steps, warmup_steps=min(train.warmup_steps, steps // 10), minutes=seconds / 60 * 1.15)
+    step_seconds(config, train, tokenizer, steps=2, variant=variant)  # warm-up: a process's first steps are slow
+    per_step = step_seconds(config, train, tokenizer, variant=variant)
+    steps = max(50, int(1.25 * seconds / per_step))  # room to spare: the clock (minutes) ends the run and its schedule
+    train = dataclasses.replace(train, steps=steps, warmup_steps=min(train.warmup_steps, steps // 10), minutes=seconds / 60)
     start = time.perf_counter()
-    result = train_decoder(config, train, tokenizer, progress=True)
+    result = train_decoder(config, train, tokenizer, progress=True, model=fresh_model(config, variant))
     return result, time.perf_counter() - start, per_step
 
 
@@ -101,23 +120,28 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     probe_start = time.perf_counter()
     train_tokenizer(TokenizerConfig(), dataclasses.replace(tokenizer_train, steps=16), progress=False)
     per_step = (time.perf_counter() - probe_start) / 16  # ... then time 16 steps
-    steps = max(50, min(args.tokenizer_steps, int((60 * args.tokenizer_minutes - (time.perf_counter() - start)) / per_step)))
-    tokenizer_train = dataclasses.replace(tokenizer_train, steps=steps, warmup_steps=min(100, steps // 10),
-                                          minutes=args.tokenizer_minutes * 1.15)
-    tokenizer = train_tokenizer(TokenizerConfig(), tokenizer_train, progress=True).model
+    seconds = 60 * args.tokenizer_minutes - (time.perf_counter() - start)
+    steps = max(50, min(args.tokenizer_steps, int(1.25 * seconds / per_step)))
+    tokenizer_train = dataclasses.replace(tokenizer_train, steps=steps, warmup_steps=min(100, steps // 10), minutes=seconds / 60)
+    tokenizer_result = train_tokenizer(TokenizerConfig(), tokenizer_train, progress=True)
+    tokenizer, steps = tokenizer_result.model, tokenizer_result.step
     tokenizer_seconds = time.perf_counter() - start
     tok = evaluate_tokenizer(tokenizer, 300)
-    config = TIER1_DECODER if tier == 1 else DecoderConfig()
-    train = DecoderTrainConfig(two_object_fraction=0.0 if tier == 1 else 0.75, lr=4e-3 if tier == 1 else 2e-3, device=args.device)
-    result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start))
+    config, recipe = RECIPES[tier, args.model]
+    variant = None if args.model == "cross-attention" else args.model
+    train = DecoderTrainConfig(**{"two_object_fraction": 0.0, **recipe}, device=args.device)
+    result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start), variant)
     total = time.perf_counter() - start
     kinds = ("tier1", "held_out") if tier == 1 else ("tier2", "tier1")
     rows = []
     for scale in args.scales:
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale)
+        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale,
+                                   use_cache=variant is None)
         rows.append({"guidance": scale, **metrics})
+    params = sum(p.numel() for p in result.decoder.parameters()) / 1e6
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
-            f"budget {args.minutes:g} min\n\ntokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
+            f"budget {args.minutes:g} min\n\ndecoder: {args.model}, d {config.d_model}, text {config.text_layers} + "
+            f"decoder {config.layers} layers, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
             f"oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")
@@ -172,6 +196,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=500, help="fresh prompts per kind")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="guidance scales to evaluate")
     parser.add_argument("--checkpoint", type=Path, default=None, help="decoder for 'guidance' (default: shipped)")
+    parser.add_argument("--model", choices=["cross-attention", "joint"], default=None,
+                        help="tier1/tier2 decoder (tier1: cross-attention, tier2: joint)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the table to this Markdown file")
     args = parser.parse_args()
@@ -180,6 +206,7 @@ def main() -> None:
     args.minutes = args.minutes if args.minutes is not None else defaults[0]
     args.tokenizer_minutes = args.tokenizer_minutes if args.tokenizer_minutes is not None else defaults[1]
     args.scales = args.scales or defaults[2]
+    args.model = args.model or ("joint" if args.command == "tier2" else "cross-attention")
     if args.command in ("tier1", "tier2"):
         tiered(args, int(args.command[-1]))
     elif args.command == "compare":

@@ -116,6 +116,15 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert learning_rate(100, config) == pytest.approx(0.1)
 
 
+def test_with_a_time_budget_the_schedule_ends_when_the_clock_does():
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10, minutes=2.0)
+    assert learning_rate(55, config, elapsed_minutes=0.0) == pytest.approx(0.55)  # halfway by steps
+    assert learning_rate(20, config, elapsed_minutes=1.0) == pytest.approx(0.55)  # halfway by the clock
+    assert learning_rate(20, config, elapsed_minutes=2.0) == pytest.approx(0.1)  # out of time: fully decayed
+    assert learning_rate(90, config, elapsed_minutes=0.5) == learning_rate(90, config)  # steps ahead of the clock
+    assert learning_rate(5, config, elapsed_minutes=2.0) == pytest.approx(0.6)  # warm-up is counted in steps
+
+
 def test_batches_are_determined_by_seed_and_step_and_mix_both_tiers():
     config = TrainConfig(batch_size=8, two_object_fraction=0.5, seed=3)
     assert (tokenizer_batch(5, config) == tokenizer_batch(5, config)).all()

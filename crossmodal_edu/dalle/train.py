@@ -63,15 +63,23 @@ def autocast(device: torch.device) -> AbstractContextManager:
     return nullcontext()
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
+def learning_rate(step: int, config: TrainConfig, elapsed_minutes: float = 0.0) -> float:
     r"""Linear warm-up over ``warmup_steps``, then cosine decay to ``lr / 10`` at ``steps``:
 
-    .. math:: \eta(s) = \eta_{\max}\Big(0.1 + 0.45\big(1 + \cos(\pi\, \tfrac{s - w}{S - w})\big)\Big), \quad s \ge w
+    .. math:: \eta(s) = \eta_{\max}\Big(0.1 + 0.45\big(1 + \cos(\pi p)\big)\Big), \quad
+              p = \frac{s - w}{S - w}, \quad s \ge w
+
+    With a time budget (``config.minutes``), ``p`` is the larger of the share of steps and the
+    share of minutes used (``elapsed_minutes / minutes``): the schedule ends at whichever runs out
+    first, so a run stopped by the clock still ends at ``lr / 10``. (Such a run depends on the
+    machine's speed; a run limited by steps alone is reproducible step for step.)
     """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
-    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.minutes:
+        progress = max(progress, elapsed_minutes / config.minutes)
+    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 # --- the generic loop --------------------------------------------------------------------------
@@ -278,7 +286,7 @@ def train_tokenizer(
 
     def train_step(step: int) -> dict[str, float]:
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, train)
+            group["lr"] = learning_rate(step, train, (time.perf_counter() - clock) / 60)
         images = images_to_tensor(tokenizer_batch(step, train, model.config.image_size), device)
         model.quantizer.generator = torch.Generator().manual_seed(step_seed(train.seed, step, 3))
         with autocast(device):

@@ -132,6 +132,7 @@ def train_decoder(
     progress: bool = True,
     evaluate: Callable[[ImageTokenDecoder, ImageTokenizer], dict[str, float]] | None = None,
     on_step: Callable[[int], Any] | None = None,
+    model: torch.nn.Module | None = None,
 ) -> DecoderTrainResult:
     """Train an :class:`ImageTokenDecoder` on top of a frozen ``tokenizer`` (default: the
     pretrained one).
@@ -141,7 +142,8 @@ def train_decoder(
     With ``resume=True`` and a checkpoint at ``out``, training continues from it (its configs
     and tokenizer win; ``train`` may raise ``steps``). ``evaluate(decoder, tokenizer)`` runs at
     the end; its metrics go into the final checkpoint. ``on_step(step)`` (if given) is called
-    before every step, e.g. to time steps.
+    before every step, e.g. to time steps. ``model``: an untrained decoder to train instead of
+    ``build_decoder(config)`` (a variant with the same interface, e.g. in ``benchmarks/``).
     """
     config = config or DecoderConfig()
     train = train or DecoderTrainConfig()
@@ -168,7 +170,7 @@ def train_decoder(
                 f"the tokenizer makes {tokenizer.config.num_tokens} tokens from {tokenizer.config.codebook_size} codes, "
                 f"the decoder config expects {config.num_image_tokens} from {config.codebook_size}"
             )
-        decoder = build_decoder(config)
+        decoder = model if model is not None else build_decoder(config)
     tokenizer = tokenizer.to(device).eval()
     decoder.to(device).train()
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=train.lr, betas=(0.9, 0.95), weight_decay=train.weight_decay)
@@ -180,7 +182,7 @@ def train_decoder(
         if on_step is not None:
             on_step(step)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, train)
+            group["lr"] = learning_rate(step, train, (time.perf_counter() - clock) / 60)
         text_tokens, context_mask, image_tokens = decoder_batch(step, train, decoder.config, tokenizer, vocab)
         generator = torch.Generator().manual_seed(step_seed(train.seed, step, 4))
         drop = (torch.rand(len(text_tokens), generator=generator) < decoder.config.caption_dropout).to(device)
