@@ -1,12 +1,15 @@
-"""How many training steps does each decoder configuration need? (exploration, run on a GPU)
+"""How many training steps does each decoder configuration need? (exploration)
 
 Trains several configurations of the miniature DALL-E's decoder for several step budgets, in
-parallel worker processes, and prints one JSON line per run: training time, final loss and
-prompt fidelity (read back by the oracle) at a few guidance scales. Steps, not seconds, are
-what transfer between machines: multiply by a machine's step time
-(``benchmarks/text_to_image.py --time-steps``) to get its training time.
+parallel worker processes (one thread each), and prints one JSON line per run: training time,
+final loss and prompt fidelity (read back by the oracle) at a few guidance scales. Steps, not
+seconds, are what transfer between machines: multiply by a machine's step time to get its
+training time. A run with ``variant=...`` trains a decoder from ``conditioning_variants.py``.
+Rounds 1-2 ran on an H200 (results/decoder_sweep_h200.jsonl), rounds 3-6 on a 2-core CPU
+(results/decoder_sweep_cpu.jsonl); benchmarks/RESULTS.md tabulates both.
 
     python benchmarks/decoder_sweep.py --workers 8 --out sweep.jsonl
+    python benchmarks/decoder_sweep.py --workers 2 --only 33,36 --out sweep.jsonl   # some runs, by index
 """
 
 from __future__ import annotations

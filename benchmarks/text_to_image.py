@@ -6,7 +6,7 @@ world's oracle, and compare with what the prompt asked for (``world.caption_fide
     python benchmarks/text_to_image.py tier1     # tokenizer + decoder from scratch in 5 min, one-object prompts
     python benchmarks/text_to_image.py tier2     # the same in 20 min, two objects and a relation
                                                  # (--model cross-attention | joint: which decoder; see RECIPES)
-    python benchmarks/text_to_image.py compare   # cross-attention vs one stream (DALL-E 1) vs no text, equal time
+    python benchmarks/text_to_image.py compare   # cross-attention vs joint attention vs one stream (DALL-E 1) vs no text, equal time
     python benchmarks/text_to_image.py guidance  # fidelity and diversity against the guidance scale (shipped decoder)
 
 Budgets are wall-clock: the script times a few steps first to plan the step count, and the clock
@@ -47,11 +47,13 @@ softmax reads the caption and the image prefix together (conditioning_variants.p
 objects fastest per step in the CPU sweep."""
 
 COMPARE = {
-    "cross-attention": DecoderConfig(text_layers=2, layers=4),
-    "single stream": DecoderConfig(conditioning="single-stream", layers=7),
-    "no text (ablation)": DecoderConfig(conditioning="none", text_layers=2, layers=4),
+    "cross-attention": (DecoderConfig(text_layers=2, layers=4), None),
+    "joint attention": (DecoderConfig(text_layers=2, layers=4), "joint"),
+    "single stream": (DecoderConfig(conditioning="single-stream", layers=7), None),
+    "no text (ablation)": (DecoderConfig(conditioning="none", text_layers=2, layers=4), None),
 }
-"""Equal width (128) and about equal parameters (1.53 M, 1.47 M; the ablation lacks 0.27 M of cross-attention)."""
+"""(config, variant) per model. Equal width (128) and about equal parameters (1.53 M, 1.40 M, 1.47 M; the ablation
+lacks 0.27 M of cross-attention)."""
 
 
 def describe_device(device: torch.device) -> str:
@@ -83,9 +85,11 @@ def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: in
 
 
 def train_for(config: DecoderConfig, train: TrainConfig, tokenizer, seconds: float, variant: str | None = None):
-    """Train for about ``seconds``: step count from :func:`step_seconds`, full schedule."""
+    """Train for ``seconds`` in all (the step-time probes included): the clock ends training and its schedule."""
+    probe_start = time.perf_counter()
     step_seconds(config, train, tokenizer, steps=2, variant=variant)  # warm-up: a process's first steps are slow
     per_step = step_seconds(config, train, tokenizer, variant=variant)
+    seconds -= time.perf_counter() - probe_start
     steps = max(50, int(1.25 * seconds / per_step))  # room to spare: the clock (minutes) ends the run and its schedule
     train = dataclasses.replace(train, steps=steps, warmup_steps=min(train.warmup_steps, steps // 10), minutes=seconds / 60)
     start = time.perf_counter()
@@ -155,13 +159,14 @@ def compare(args: argparse.Namespace) -> None:
     device = get_device(args.device)
     tokenizer = load_tokenizer()
     rows = []
-    for name, config in COMPARE.items():
+    for name, (config, variant) in COMPARE.items():
         train = DecoderTrainConfig(two_object_fraction=0.5, device=args.device)
-        result, seconds, per_step = train_for(config, train, tokenizer, 60 * args.minutes)
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=("tier1", "tier2"), guidance_scale=1.0)
+        result, seconds, per_step = train_for(config, train, tokenizer, 60 * args.minutes, variant)
+        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=("tier1", "tier2"), guidance_scale=1.0,
+                                   use_cache=variant is None)
         rows.append({"model": name, "params": f"{sum(p.numel() for p in result.decoder.parameters()) / 1e6:.2f} M",
                      "s/step": f"{per_step:.3f}", "steps": result.step, "seconds": f"{seconds:.0f}", **metrics})
-    head = f"### Cross-attention vs one stream, {args.minutes:g} min each on {describe_device(device)}, both tiers, guidance 1\n"
+    head = f"### Cross-attention vs joint attention vs one stream, {args.minutes:g} min each on {describe_device(device)}, both tiers, guidance 1\n"
     report(head + "\n" + table(rows, ["model", "params", "s/step", "steps", "seconds", "tier1_all", "tier2_colour", "tier2_shape", "tier2_relation", "tier2_all"]), args.out)
 
 
