@@ -108,11 +108,17 @@ def setup(cpu: bool) -> str:
     return python
 
 
+# Committed notebooks must carry their figures: a kernel started with MPLBACKEND=Agg (as `test` sets
+# for pytest) draws every plot and stores none. The inline backend stores each figure as a PNG.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def execute_notebooks(python: str, notebooks: list[str]) -> None:
+    env = dict(os.environ, MPLBACKEND=INLINE_BACKEND)
     for nb in notebooks:
         run([python, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace",
              "--ExecutePreprocessor.timeout=600",
-             "--ExecutePreprocessor.record_timing=False", nb], cwd=ROOT)
+             "--ExecutePreprocessor.record_timing=False", nb], cwd=ROOT, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

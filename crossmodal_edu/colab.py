@@ -30,6 +30,8 @@ from typing import Iterable, Optional
 
 import nbformat
 
+from crossmodal_edu.lessons import course_notebooks
+
 __all__ = ["REPOSITORY", "BRANCH", "badge_source", "SETUP_SOURCE", "header_cells", "is_generated",
            "apply", "sync", "differences", "main"]
 
@@ -40,7 +42,6 @@ REPOSITORY = "https://github.com/crossmodal-edu/crossmodal-edu"
 BRANCH = "main"
 
 FOLDERS = ("notebooks", "solutions")  # exercises/ are generated from solutions/ and carry the cells
-NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 _MARK = {"crossmodal_edu": {"generated": "python -m crossmodal_edu.colab sync"}}
 BADGE_ID, SETUP_ID = "colab-badge", "colab-setup"
 _LIGHT_DEPENDENCIES = ("numpy", "matplotlib", "ipywidgets", "tqdm", "nbformat")
@@ -104,7 +105,7 @@ def apply(nb: nbformat.NotebookNode, path: str) -> bool:
 
 
 def _notebooks(root: Path) -> list[Path]:
-    return [p for folder in FOLDERS for p in sorted((root / folder).glob(NOTEBOOK_PATTERN))]
+    return [p for folder in FOLDERS for p in course_notebooks(root / folder)]
 
 
 def sync(root: Path, paths: Optional[Iterable[Path]] = None) -> list[Path]:
@@ -125,7 +126,7 @@ def differences(root: Path, folders: Iterable[str] = (*FOLDERS, "exercises")) ->
     """One line for each notebook whose badge or set-up cell is not what :func:`sync` writes."""
     problems = []
     for folder in folders:
-        for path in sorted((root / folder).glob(NOTEBOOK_PATTERN)):
+        for path in course_notebooks(root / folder):
             nb = nbformat.read(path, as_version=4)
             rel = path.relative_to(root).as_posix()
             expected = header_cells(rel)

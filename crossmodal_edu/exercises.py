@@ -53,6 +53,7 @@ from typing import Optional
 import nbformat
 
 from crossmodal_edu import colab
+from crossmodal_edu.lessons import course_notebooks
 
 __all__ = ["MarkerError", "exercise_source", "make_exercise", "build", "differences", "main"]
 
@@ -64,7 +65,6 @@ _MARKERS = {BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN}
 _LOOKS_LIKE_MARKER = re.compile(r"^\s*#+\s*(BEGIN|END)\s+(SOLUTION|HIDDEN)|^\s*#+\s*STUB\b", re.IGNORECASE)
 _DEF = re.compile(r"^(\s*)(?:async\s+)?def\s+(\w+)\s*\(")
 
-NOTEBOOK_PATTERN = "[0-9][0-9]_*.ipynb"
 
 
 class MarkerError(ValueError):
@@ -172,7 +172,7 @@ def make_exercise(solution: nbformat.NotebookNode, name: str, source: str = "") 
 
 
 def _solutions(solutions_dir: Path) -> list[Path]:
-    return sorted(Path(solutions_dir).glob(NOTEBOOK_PATTERN))
+    return course_notebooks(solutions_dir)
 
 
 def build(solutions_dir: Path, exercises_dir: Path) -> list[Path]:
@@ -195,7 +195,7 @@ def differences(solutions_dir: Path, exercises_dir: Path) -> list[str]:
     """What differs between ``exercises_dir`` and what :func:`build` would write, one line each."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = {p.name: p.read_bytes() for p in build(solutions_dir, Path(tmp) / Path(exercises_dir).name)}
-    committed = {p.name: p.read_bytes() for p in Path(exercises_dir).glob(NOTEBOOK_PATTERN)}
+    committed = {p.name: p.read_bytes() for p in course_notebooks(exercises_dir)}
     problems = [f"{name}: missing from {exercises_dir}" for name in sorted(fresh.keys() - committed.keys())]
     problems += [f"{name}: in {exercises_dir} but no solution notebook generates it"
                  for name in sorted(committed.keys() - fresh.keys())]

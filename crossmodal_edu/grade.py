@@ -44,7 +44,8 @@ from typing import Any, Optional
 import nbformat
 import numpy as np
 
-from crossmodal_edu.exercises import BEGIN_HIDDEN, END_HIDDEN, NOTEBOOK_PATTERN
+from crossmodal_edu.exercises import BEGIN_HIDDEN, END_HIDDEN
+from crossmodal_edu.lessons import LESSON_ID, course_notebooks, notebook_id
 from crossmodal_edu.grading.runner import NOT_GRADED, run_and_regrade
 from crossmodal_edu.grading.tasks import lessons, tasks_for_lesson
 
@@ -67,7 +68,7 @@ def hidden_tests(solution: nbformat.NotebookNode) -> dict[str, str]:
     for cell in solution.cells:
         if cell.cell_type != "code" or BEGIN_HIDDEN not in cell.source:
             continue
-        checked = re.findall(r"""check\(\s*["'](\d\d\.\w+)["']""", cell.source)
+        checked = re.findall(rf"""check\(\s*["']({LESSON_ID}\.\w+)["']""", cell.source)
         if len(set(checked)) != 1:
             raise ValueError(f"a cell with hidden tests must check exactly one task, this one checks "
                              f"{sorted(set(checked)) or 'none'}: {cell.source[:80]!r}")
@@ -83,11 +84,10 @@ def _lesson_of(nb: Optional[nbformat.NotebookNode], path: Path) -> Optional[str]
         meta = nb.get("metadata", {}).get("crossmodal_edu", {}).get("lesson")
         if meta in known:
             return meta
-    match = re.match(r"(\d\d)_", path.name)
-    if match and match.group(1) in known:
-        return match.group(1)
+    if notebook_id(path) in known:
+        return notebook_id(path)
     if nb is not None:
-        ids = re.findall(r"""check\(\s*["'](\d\d)\.""",
+        ids = re.findall(rf"""check\(\s*["']({LESSON_ID})\.""",
                          "\n".join(c.get("source", "") for c in nb.get("cells", []) if c.get("cell_type") == "code"))
         counts = Counter(i for i in ids if i in known)
         if counts:
@@ -220,7 +220,7 @@ def write_reports(records: list[dict[str, Any]], csv_path: Path, json_path: Path
 
 def _default_solutions() -> Optional[Path]:
     here = Path(__file__).resolve().parents[1] / "solutions"
-    return here if any(here.glob(NOTEBOOK_PATTERN)) else None
+    return here if course_notebooks(here) else None
 
 
 def main(argv: Optional[list[str]] = None) -> int:

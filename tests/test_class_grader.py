@@ -16,6 +16,7 @@ import pytest
 
 from crossmodal_edu.grade import hidden_tests
 from crossmodal_edu.grading import tasks_for_lesson
+from crossmodal_edu.lessons import course_notebooks, notebook_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_01 = ROOT / "solutions" / "01_attention_in_numpy.ipynb"
@@ -167,7 +168,7 @@ def test_hidden_tests_are_read_from_the_solution_by_task():
     assert "### " not in "".join(tests.values())
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", course_notebooks(ROOT / "solutions"), ids=lambda p: p.name)
 def test_every_solutions_hidden_tests_belong_to_its_own_tasks(path):
     tests = hidden_tests(nbformat.read(path, as_version=4))
-    assert tests and set(tests) <= {t.id for t in tasks_for_lesson(path.name[:2])}
+    assert tests and set(tests) <= {t.id for t in tasks_for_lesson(notebook_id(path))}

@@ -6,6 +6,7 @@ from pathlib import Path
 import nbformat
 
 from crossmodal_edu import colab
+from crossmodal_edu.lessons import course_notebooks, notebook_id
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +18,7 @@ def test_every_notebook_opens_with_the_generated_badge_and_set_up_cell():
 
 def test_each_badge_opens_its_own_notebook_from_the_one_repository_url():
     for folder in ("notebooks", "solutions", "exercises"):
-        for path in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb")):
+        for path in course_notebooks(ROOT / folder):
             badge = nbformat.read(path, as_version=4).cells[0].source
             owner_repo = colab.REPOSITORY.removeprefix("https://github.com/")
             assert f"colab.research.google.com/github/{owner_repo}/blob/{colab.BRANCH}/{folder}/{path.name}" in badge
@@ -80,5 +81,5 @@ def test_readme_colab_badges_follow_the_repository_setting_and_cover_every_lesso
     for link in links:
         assert link.startswith(prefix), f"{link} does not follow REPOSITORY/BRANCH ({prefix})"
         assert (root / link[len(prefix):]).exists(), f"{link} points at no notebook"
-    for lesson in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for lesson in course_notebooks(root / "notebooks"):
         assert f"{prefix}notebooks/{lesson.name}" in links, f"no Colab badge for {lesson.name} in README"

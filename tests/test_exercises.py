@@ -17,10 +17,11 @@ from crossmodal_edu.exercises import MarkerError, differences, exercise_source, 
 from crossmodal_edu.grading import judge, lessons, session, tasks_for_lesson
 from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
 from crossmodal_edu.grading.spec import FunctionTask
+from crossmodal_edu.lessons import course_notebooks, notebook_id
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
-EXERCISES = sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = course_notebooks(ROOT / "solutions")
+EXERCISES = course_notebooks(ROOT / "exercises")
 
 
 def _notebook(*sources, markdown=()):
@@ -137,8 +138,8 @@ def _code(nb):
 
 
 def test_every_lesson_with_exercises_has_a_solution_and_an_exercise_named_after_it():
-    lesson_names = {p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
-    assert [p.name[:2] for p in SOLUTIONS] == lessons()
+    lesson_names = {p.name for p in course_notebooks(ROOT / "notebooks")}
+    assert [notebook_id(p) for p in SOLUTIONS] == lessons()
     assert [p.name for p in EXERCISES] == [p.name for p in SOLUTIONS]
     for path in SOLUTIONS:
         assert path.name in lesson_names, f"{path.name} is not named after a lesson in notebooks/"
@@ -147,7 +148,7 @@ def test_every_lesson_with_exercises_has_a_solution_and_an_exercise_named_after_
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_a_solution_checks_each_task_of_its_lesson_once_in_order_and_ends_with_the_scoreboard(path):
     nb = nbformat.read(path, as_version=4)
-    lesson = path.name[:2]
+    lesson = notebook_id(path)
     assert nb.metadata["crossmodal_edu"] == {"lesson": lesson, "role": "solution"}
     first = next(c for c in nb.cells if not is_generated(c))  # below the Colab badge and set-up cell
     assert re.match(rf"# Exercises {lesson} · ", first.source)
@@ -164,7 +165,7 @@ def test_a_solution_is_committed_executed_with_full_marks_and_no_errors(path):
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "re-execute it in order"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     board = "".join(o.get("data", {}).get("text/plain", "") for o in nb.cells[-1].outputs)
-    total = sum(t.points for t in tasks_for_lesson(path.name[:2]))
+    total = sum(t.points for t in tasks_for_lesson(notebook_id(path)))
     assert f"Total: {total}/{total} points" in board
 
 
@@ -190,7 +191,7 @@ def _run_in_process(path):
 def test_every_solution_answer_passes_on_many_seeds(path, monkeypatch):
     monkeypatch.setattr(session, "_SESSION", {})
     namespace, _ = _run_in_process(path)
-    for task in tasks_for_lesson(path.name[:2]):
+    for task in tasks_for_lesson(notebook_id(path)):
         seeds = range(20) if isinstance(task, FunctionTask) else [None]
         for seed in seeds:
             result = judge(task, namespace[task.name], seed)
@@ -201,7 +202,7 @@ def test_every_solution_answer_passes_on_many_seeds(path, monkeypatch):
 def test_every_exercise_task_is_not_attempted_and_scores_zero(path, monkeypatch):
     monkeypatch.setattr(session, "_SESSION", {})
     namespace, printed = _run_in_process(path)
-    tasks = tasks_for_lesson(path.name[:2])
+    tasks = tasks_for_lesson(notebook_id(path))
     for task in tasks:
         assert session.latest_result(task.id).status == NOT_ATTEMPTED
     assert f"Total: 0/{sum(t.points for t in tasks)} points" in printed

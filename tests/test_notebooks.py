@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from crossmodal_edu.colab import is_generated
+from crossmodal_edu.lessons import course_notebooks, notebook_id
 
 ROOT = Path(__file__).resolve().parents[1]
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LESSONS = course_notebooks(ROOT / "notebooks")
 
 
 def _cells(path):
@@ -29,7 +30,7 @@ def _source(cell):
 
 
 def test_the_course_has_its_first_three_lessons():
-    names = [p.name[:2] for p in LESSONS]
+    names = [notebook_id(p) for p in LESSONS]
     assert names[:3] == ["00", "01", "02"], names
 
 
@@ -50,8 +51,8 @@ def test_lesson_is_committed_executed_without_errors(path):
 def test_lesson_opens_with_title_and_objectives_and_closes_with_a_way_on(path):
     cells = _lesson_cells(path)
     first, last = _source(cells[0]), _source(cells[-1])
-    assert cells[0]["cell_type"] == "markdown" and re.match(rf"# {path.name[:2]} · ", first), first[:60]
-    if path.name[:2] != "00":
+    assert cells[0]["cell_type"] == "markdown" and re.match(rf"# {notebook_id(path)} · ", first), first[:60]
+    if notebook_id(path) != "00":
         assert "By the end of this lesson you will be able to" in first
         assert "## Summary" in last and "Read more" in last
     assert "**Next:**" in last
@@ -72,5 +73,5 @@ def test_every_lesson_is_on_the_course_map_in_readme_and_welcome():
     welcome = json.dumps(_cells(ROOT / "notebooks" / "00_welcome.ipynb"))
     for path in LESSONS:
         assert f"notebooks/{path.name}" in readme, f"README's course map lacks {path.name}"
-        if path.name[:2] != "00":
+        if notebook_id(path) != "00":
             assert f"({path.name})" in welcome, f"the welcome lesson's map lacks {path.name}"

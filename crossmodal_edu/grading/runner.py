@@ -98,7 +98,8 @@ def _run_once(nb: nbformat.NotebookNode, folder: Path, tasks, seeds: list[int], 
                             interrupt_on_timeout=True, record_timing=False,
                             startup_timeout=limits.startup_timeout, iopub_timeout=2,
                             resources={"metadata": {"path": str(folder)}})
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+    # Inline, so that a saved executed copy (--save) shows the learner's figures.
+    env = dict(os.environ, MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONWARNINGS="ignore")
     fatal, fatal_cell, timed_out = None, None, set()
     # The kernel's own warnings (e.g. about unencrypted local sockets) would only clutter the report.
     with client.setup_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):

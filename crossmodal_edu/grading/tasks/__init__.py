@@ -1,6 +1,6 @@
 """The catalogue: every graded task of every lesson, one module per lesson.
 
-A module ``lessonNN.py`` here defines ``TASKS``, a tuple of task specs
+A module ``lessonNN.py`` (``lesson02b.py`` for lesson 02b) here defines ``TASKS``, a tuple of task specs
 (:mod:`crossmodal_edu.grading.spec`) whose ids start with ``"NN."``, in the order the exercise
 notebook asks them. Adding a lesson's exercises is adding such a module (and its solution notebook).
 """
@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 
 from crossmodal_edu.grading.spec import Task
+from crossmodal_edu.lessons import LESSON_ID
 
 __all__ = ["all_tasks", "get_task", "tasks_for_lesson", "lessons"]
 
@@ -21,7 +22,7 @@ __all__ = ["all_tasks", "get_task", "tasks_for_lesson", "lessons"]
 def _catalogue() -> dict[str, tuple[Task, ...]]:
     lessons: dict[str, tuple[Task, ...]] = {}
     for info in pkgutil.iter_modules(__path__):
-        match = re.fullmatch(r"lesson(\d\d)", info.name)
+        match = re.fullmatch(rf"lesson({LESSON_ID})", info.name)
         if not match:
             continue
         lesson = match.group(1)
