@@ -121,6 +121,17 @@ def execute_notebooks(python: str, notebooks: list[str]) -> None:
              "--ExecutePreprocessor.record_timing=False", nb], cwd=ROOT, env=env)
 
 
+def lab_environment(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the course's own JupyterLab defaults (jupyter-config/) on the config path.
+
+    They are defaults, below the learner's own settings; today they only turn off the first-start
+    prompt about fetching Jupyter news."""
+    env = dict(env)
+    paths = [str(ROOT / "jupyter-config")] + [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["setup", "lab", "test", "execute"])
@@ -138,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in rest:
                 say("running as root (a container?): adding --allow-root")
                 lab.append("--allow-root")
-            run([*lab, *rest], cwd=ROOT, env=env)
+            run([*lab, *rest], cwd=ROOT, env=lab_environment(env))
         elif args.command == "test":
             env.setdefault("MPLBACKEND", "Agg")
             run([python, "-m", "pytest", *rest], cwd=ROOT, env=env)
