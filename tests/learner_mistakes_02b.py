@@ -161,6 +161,13 @@ def adamw_decay_without_lr(param, grad, m, v, step, lr, beta1, beta2, eps, weigh
     return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
+def adamw_decay_after_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    param = param - lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
+    return param - lr * weight_decay * param, m, v
+
+
 def adamw_v_of_grad(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     param = param * (1 - lr * weight_decay)
     m = beta1 * m + (1 - beta1) * grad
@@ -234,6 +241,7 @@ LEARNER_MISTAKES_02B = {
         "weight decay added to the gradient (Adam with an L2 penalty), not decoupled": adamw_decay_in_gradient,
         "the update is added: param + lr * m_hat / ... climbs the loss": adamw_plus,
         "weight decay not multiplied by the learning rate: param * (1 - weight_decay)": adamw_decay_without_lr,
+        "weight decay applied after the Adam update instead of before it": adamw_decay_after_update,
         "v averages the gradient, not its square": adamw_v_of_grad,
         "no square root: m_hat / (v_hat + eps)": adamw_no_sqrt,
         "bias correction with beta ** (step + 1): step already counts from 1": adamw_step_counted_from_zero,

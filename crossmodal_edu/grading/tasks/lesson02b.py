@@ -368,6 +368,11 @@ def _aw_decay_without_lr(param, grad, m, v, step, lr, beta1, beta2, eps, weight_
     return reference.adamw_step(param * (1 - weight_decay), grad, m, v, step, lr, beta1, beta2, eps, 0.0)
 
 
+def _aw_decay_after(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    new_param, m, v = reference.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps)
+    return new_param * (1 - lr * weight_decay), m, v
+
+
 def _aw_v_of_grad(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     m, v = beta1 * m + (1 - beta1) * grad, beta2 * v + (1 - beta2) * grad
     m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
@@ -456,6 +461,9 @@ ADAMW_STEP = FunctionTask(
         Mistake("weight decay not multiplied by the learning rate: param * (1 - weight_decay)",
                 "each step shrinks the weights by lr * weight_decay of themselves: param * (1 - lr * weight_decay).",
                 _aw_decay_without_lr),
+        Mistake("weight decay applied after the Adam update instead of before it",
+                "torch.optim.AdamW shrinks the weights first, param - lr * weight_decay * param, and then "
+                "subtracts the Adam step; the other order also shrinks the step itself.", _aw_decay_after),
         Mistake("v averages the gradient, not its square",
                 "v is a running mean of grad ** 2 (the gradient's typical size, squared).", _aw_v_of_grad),
         Mistake("no square root: m_hat / (v_hat + eps)",
