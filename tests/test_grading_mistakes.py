@@ -15,6 +15,7 @@ from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading import all_tasks, get_task, judge
 from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
 from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
+from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
 
 SEEDS = (0, 1, 2)
 
@@ -1210,6 +1211,7 @@ LEARNER_MISTAKES = {
         "softmax over the batch axis, not the vocabulary": probs_over_batch,
     },
 }
+LEARNER_MISTAKES.update(LEARNER_MISTAKES_02B)
 
 # Other ways to make a catalogued mistake, which must get the same name.
 VARIANTS = [
