@@ -18,6 +18,10 @@ For classifier-free guidance the model also learns what to draw *without* a capt
 training a share of captions (``caption_dropout``) is replaced by the **null caption**, a
 single learned token ``null_id`` whose ``context_mask`` is ``[True, False, ..., False]``.
 Masking every text key instead would leave the cross-attention rows with nothing to attend to.
+
+The other ways text can enter the decoder (one causal stream, joint attention, MM-DiT, adaptive
+LayerNorm, layerwise cross-attention) live in modules of their own beside this one, and
+:func:`build_decoder` builds any of them from ``DecoderConfig.conditioning``.
 Derived in notebooks/06_text_to_image.ipynb.
 """
 
