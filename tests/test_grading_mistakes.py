@@ -802,63 +802,63 @@ def perplexity_zeros_replaced_in_place(counts):
 
 # --- 06.decoder_block ---------------------------------------------------------------------------
 
-def block_post_norm(x, context, context_mask, block):
+def decoder_block_post_norm(x, context, context_mask, block):
     x = block.norm1(x + block.self_attention(x))
     x = block.norm2(x + block.cross_attention(x, context, context_mask))
     return block.norm3(x + block.mlp(x))
 
 
-def block_cross_replaces_x(x, context, context_mask, block):
+def decoder_block_cross_replaces_x(x, context, context_mask, block):
     x = x + block.self_attention(block.norm1(x))
     x = block.cross_attention(block.norm2(x), context, context_mask)
     return x + block.mlp(block.norm3(x))
 
 
-def block_normed_residual(x, context, context_mask, block):
+def decoder_block_normed_residual(x, context, context_mask, block):
     x = x + block.self_attention(block.norm1(x))
     h = block.norm2(x)
     x = h + block.cross_attention(h, context, context_mask)
     return x + block.mlp(block.norm3(x))
 
 
-def block_attends_to_itself(x, context, context_mask, block):
+def decoder_block_attends_to_itself(x, context, context_mask, block):
     x = x + block.self_attention(block.norm1(x))
     h = block.norm2(x)
     x = x + block.cross_attention(h, h)
     return x + block.mlp(block.norm3(x))
 
 
-def block_caption_normed(x, context, context_mask, block):
+def decoder_block_caption_normed(x, context, context_mask, block):
     x = x + block.self_attention(block.norm1(x))
     x = x + block.cross_attention(block.norm2(x), block.norm2(context), context_mask)
     return x + block.mlp(block.norm3(x))
 
 
-def block_without_mask(x, context, context_mask, block):
+def decoder_block_without_mask(x, context, context_mask, block):
     x = x + block.self_attention(block.norm1(x))
     x = x + block.cross_attention(block.norm2(x), context)
     return x + block.mlp(block.norm3(x))
 
 
-def block_cross_first(x, context, context_mask, block):
+def decoder_block_cross_first(x, context, context_mask, block):
     x = x + block.cross_attention(block.norm2(x), context, context_mask)
     x = x + block.self_attention(block.norm1(x))
     return x + block.mlp(block.norm3(x))
 
 
-def block_norms_swapped(x, context, context_mask, block):
+def decoder_block_norms_swapped(x, context, context_mask, block):
     x = x + block.self_attention(block.norm2(x))
     x = x + block.cross_attention(block.norm1(x), context, context_mask)
     return x + block.mlp(block.norm3(x))
 
 
-def block_parallel(x, context, context_mask, block):
+def decoder_block_parallel(x, context, context_mask, block):
     updates = [block.self_attention(block.norm1(x)), block.cross_attention(block.norm2(x), context, context_mask),
                block.mlp(block.norm3(x))]
     return x + sum(updates)
 
 
-def block_in_place(x, context, context_mask, block):
+def decoder_block_in_place(x, context, context_mask, block):
     x.add_(block.self_attention(block.norm1(x)))
     x.add_(block.cross_attention(block.norm2(x), context, context_mask))
     return x.add_(block.mlp(block.norm3(x)))
@@ -1275,17 +1275,17 @@ LEARNER_MISTAKES = {
         IN_PLACE: perplexity_zeros_replaced_in_place,
     },
     "06.decoder_block": {
-        "post-norm: each LayerNorm after its residual, not before its sub-layer": block_post_norm,
-        "no residual around the cross-attention: its output replaced x": block_cross_replaces_x,
-        "the residual adds the normalised x: norm2(x) + cross_attention(...)": block_normed_residual,
+        "post-norm: each LayerNorm after its residual, not before its sub-layer": decoder_block_post_norm,
+        "no residual around the cross-attention: its output replaced x": decoder_block_cross_replaces_x,
+        "the residual adds the normalised x: norm2(x) + cross_attention(...)": decoder_block_normed_residual,
         "keys and values from the image tokens: the cross-attention became a second self-attention":
-            block_attends_to_itself,
-        "the caption normalised with the image stream's norm2": block_caption_normed,
-        "the padding mask left out: image tokens read the padding words": block_without_mask,
-        "cross-attention before the self-attention": block_cross_first,
-        "norm1 and norm2 swapped": block_norms_swapped,
-        "parallel sub-layers: all three read the block's input x": block_parallel,
-        IN_PLACE: block_in_place,
+            decoder_block_attends_to_itself,
+        "the caption normalised with the image stream's norm2": decoder_block_caption_normed,
+        "the padding mask left out: image tokens read the padding words": decoder_block_without_mask,
+        "cross-attention before the self-attention": decoder_block_cross_first,
+        "norm1 and norm2 swapped": decoder_block_norms_swapped,
+        "parallel sub-layers: all three read the block's input x": decoder_block_parallel,
+        IN_PLACE: decoder_block_in_place,
     },
     "06.teacher_forcing": {
         "no shift: the inputs are the targets, so the decoder learns to copy its input": forcing_no_shift,

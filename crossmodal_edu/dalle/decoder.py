@@ -394,8 +394,9 @@ class ImageTokenDecoder(nn.Module):
         """The logits ``(B, codebook_size)`` for image token ``position``, given the token before
         it (``previous`` ``(B,)``; None at position 0, where the input is ``<start>``) and the
         key/value ``caches`` of the earlier positions (one dict per block, start with empty
-        dicts). Equal to ``decode(tokens[:, :position], ...).logits[:, -1]``, at the cost of
-        one position instead of ``position + 1``; a test checks that."""
+        dicts; position 0 also stores there the caption's keys and values, which every later
+        position reuses). Equal to ``decode(tokens[:, :position], ...).logits[:, -1]``, at the
+        cost of one position instead of ``position + 1``; a test checks that."""
         B = context.shape[0]
         if previous is None:
             previous = torch.full((B,), self.config.start_id, dtype=torch.long, device=context.device)

@@ -177,7 +177,7 @@ def _causal(fn, case, outputs):
 
 DECODER_BLOCK = FunctionTask(
     id="06.decoder_block",
-    title="The decoder block: where the caption comes in",
+    title="The decoder block",
     points=3,
     name="decoder_block",
     signature="decoder_block(x, context, context_mask, block) -> x",
@@ -306,7 +306,7 @@ def _one_step_behind(fn, case, outputs):
 
 TEACHER_FORCING = FunctionTask(
     id="06.teacher_forcing",
-    title="Teacher forcing: inputs one step behind the targets",
+    title="Teacher forcing",
     points=2,
     name="teacher_forcing",
     signature="teacher_forcing(image_tokens, start_id) -> (inputs, targets)",
