@@ -297,8 +297,9 @@ class ImageTokenDecoder(nn.Module):
     position ``i`` predicts token ``i``. Training passes ``image_tokens[:, :-1]`` and compares
     the logits with all of ``image_tokens``: one pass trains every position at once.
 
-    The joint, adaLN and layerwise designs are subclasses that change only the block
-    (:meth:`make_block`), so they inherit this data flow, and their weights keep these names.
+    The joint and adaLN designs are subclasses that change only the block (:meth:`make_block`)
+    and inherit this data flow; the layerwise and MM-DiT designs also change how the caption
+    reaches each block (``decode``, ``decode_step``). Their shared weights keep these names.
     """
 
     conditionings: tuple[str, ...] = ("cross-attention", "none")  # the values of config.conditioning this class builds
