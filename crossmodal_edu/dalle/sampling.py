@@ -152,7 +152,7 @@ def generate(
         raise ValueError("generate expects a list of captions, got a single string: wrap it in [ ]")
     if len(captions) == 0:
         raise ValueError("generate needs at least one caption, got an empty list")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int (captions sampled together), got {batch_size!r}")
     _check_number("guidance_scale", guidance_scale)
     _check_number("temperature", temperature)
@@ -164,7 +164,7 @@ def generate(
     generator = torch.Generator().manual_seed(seed)
     device = next(tokenizer.parameters()).device
     tokens, images, maps = [], [], []
-    for start in range(0, len(captions), batch_size):
+    for start in range(0, len(captions), int(batch_size)):
         part = slice(start, start + batch_size)
         image_tokens = generate_tokens(
             decoder, text_tokens[part], context_mask[part], guidance_scale, temperature, top_k, generator, use_cache
