@@ -1,103 +1,106 @@
-"""Decoders between cross-attention and the single stream, to find out *why* the single stream
-(DALL-E 1) learns two-object captions faster than cross-attention at equal size (exploration).
+"""The ways text can enter the miniature DALL-E, side by side: size, training step time and
+sampling time of every design in ``crossmodal_edu.dalle`` (``build_decoder``), at about equal
+parameters (``designs.matched_config``). It defines no model: every design lives in the package.
 
-The two models differ in three ways at once:
+How each design reads the caption (``DecoderConfig.conditioning``):
 
-1. **Which text an image token reads.** Cross-attention reads the text encoder's *final*
-   output in every block; in the single stream, block ``l`` reads the caption as processed by
-   ``l`` blocks (a different representation at every depth).
-2. **One softmax or two.** The single stream's image tokens weigh caption words and earlier
-   image tokens against each other in one softmax; cross-attention has one softmax over the
-   image prefix (self-attention) and a separate one over the words.
-3. **Shared weights, causal text.** The single stream processes words with the same weights as
-   image tokens, and causally.
+* ``cross-attention``: every block's image tokens ask the text encoder's final output, in a
+  softmax of its own, after a causal self-attention over the image prefix.
+* ``single-stream`` (DALL-E 1): caption and image tokens in one causal sequence; block ``l``
+  reads the caption as processed by ``l`` blocks, with the same weights as the image.
+* ``layerwise``: cross-attention, but block ``l`` reads text-encoder layer ``l``.
+* ``joint``: one softmax per block over ``[caption ; image prefix]``, the caption's keys and
+  values from their own projection of the fixed encoded caption. This is **half** of the joint
+  attention of Stable Diffusion 3's MM-DiT (Esser et al. 2024): there text tokens also query the
+  image tokens and the text stream is updated in every block, with per-modality weights; here
+  only the image asks the text.
+* ``mmdit``: that MM-DiT block, as far as a causal model allows: per-modality projections, MLPs
+  and norms, the caption stream updated in every block, but caption rows that see only the
+  caption (reading image tokens would read the future).
+* ``adaln``: no attention to words; the mean of the encoded caption scales and shifts every
+  LayerNorm (DiT's adaLN-Zero), the baseline.
+* ``none``: the ablation.
 
-Each variant here changes one of them, so a sweep over them (``benchmarks/decoder_sweep.py``,
-``variant=...``) separates the causes:
+The round-4 sweep (``benchmarks/decoder_sweep.py``, results in benchmarks/RESULTS.md) compared
+``layerwise`` and ``joint`` with cross-attention and the single stream to find out why the single
+stream learned two objects faster.
 
-* ``layerwise``: cross-attention, but block ``l`` reads text-encoder layer ``l`` (cause 1 only).
-* ``joint``: no separate cross-attention; every block's self-attention takes the final encoded
-  caption as extra keys and values, in one softmax with the image prefix (cause 2 only). This
-  is the joint attention of Stable Diffusion 3's MM-DiT, without updating the caption.
-
-Both keep ``ImageTokenDecoder``'s interface except ``decode_step`` (no KV cache): sample them
-with ``use_cache=False``.
+    python benchmarks/conditioning_variants.py                 # width 128, about the default's parameters
+    python benchmarks/conditioning_variants.py --d-model 64 --text-layers 2 --device cuda
 """
 
 from __future__ import annotations
 
+import argparse
+import time
+
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from crossmodal_edu.dalle.config import DecoderConfig
-from crossmodal_edu.dalle.decoder import MLP, DecoderOutput, ImageTokenDecoder
+from crossmodal_edu import world
+from crossmodal_edu.dalle.config import CONDITIONINGS, DecoderConfig
+from crossmodal_edu.dalle.decoder import build_decoder
+from crossmodal_edu.dalle.designs import matched_config, parameter_count
+from crossmodal_edu.dalle.sampling import generate_tokens
+from crossmodal_edu.device import get_device
 
-
-class LayerwiseDecoder(ImageTokenDecoder):
-    """Cross-attention decoder whose block ``l`` reads the caption after text layer ``l``
-    (needs ``text_layers == layers``). ``encode_text`` returns ``(B, L, layers, d_model)``."""
-
-    def __init__(self, config: DecoderConfig) -> None:
-        if config.text_layers != config.layers:
-            raise ValueError(f"layerwise needs text_layers == layers, got {config.text_layers} and {config.layers}")
-        super().__init__(config)
-        self.context_norms = nn.ModuleList(nn.LayerNorm(config.d_model) for _ in range(config.layers))
-
-    def encode_text(self, text_tokens: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        encoder = self.text_encoder
-        positions = torch.arange(text_tokens.shape[1], device=text_tokens.device)
-        h = encoder.token_embedding(text_tokens) + encoder.position_embedding(positions)  # (B, L, d)
-        outputs = []
-        for layer, norm in zip(encoder.layers, self.context_norms):
-            h = layer(h, context_mask)
-            outputs.append(norm(h))
-        return torch.stack(outputs, dim=2)  # (B, L, layers, d)
-
-    def decode(self, image_tokens, context, context_mask, need_weights=False):
-        B, t = image_tokens.shape
-        start = torch.full((B, 1), self.config.start_id, dtype=torch.long, device=image_tokens.device)
-        inputs = torch.cat([start, image_tokens.long()], dim=1)
-        x = self.token_embedding(inputs) + self.position_embedding(torch.arange(t + 1, device=inputs.device))
-        for l, block in enumerate(self.blocks):
-            x, _ = block(x, context[:, :, l], context_mask)
-        return DecoderOutput(self.head(self.norm(x)), None)
+CAPTIONS = ["a small red circle at the top left", "a blue square left of a green triangle"]
 
 
-class JointBlock(nn.Module):
-    """Pre-norm block whose one attention reads ``[caption ; image prefix]`` in one softmax
-    (caption keys/values from their own projection), then an MLP."""
-
-    def __init__(self, config: DecoderConfig) -> None:
-        super().__init__()
-        d = config.d_model
-        self.num_heads = config.num_heads
-        self.norm1 = nn.LayerNorm(d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.text_kv = nn.Linear(d, 2 * d)
-        self.out = nn.Linear(d, d)
-        self.norm3 = nn.LayerNorm(d)
-        self.mlp = MLP(d, config.mlp_ratio, config.dropout)
-
-    def forward(self, x, context, context_mask, need_weights=False, cache=None):
-        B, T, d = x.shape
-        L, H = context.shape[1], self.num_heads
-        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, H, d // H).permute(2, 0, 3, 1, 4)  # (B, H, T, hd)
-        tk, tv = self.text_kv(context).view(B, L, 2, H, d // H).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
-        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T)
-        allowed = torch.cat([context_mask[:, None, :].expand(B, T, L), causal.expand(B, T, T)], dim=2)  # (B, T, L + T)
-        heads = F.scaled_dot_product_attention(q, torch.cat([tk, k], 2), torch.cat([tv, v], 2), attn_mask=allowed[:, None])
-        x = x + self.out(heads.transpose(1, 2).reshape(B, T, d))
-        return x + self.mlp(self.norm3(x)), None
+def seconds(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
-class JointDecoder(ImageTokenDecoder):
-    """``ImageTokenDecoder`` with :class:`JointBlock`s instead of self- + cross-attention."""
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--text-layers", type=int, default=4, help="of the cross-attention reference")
+    parser.add_argument("--layers", type=int, default=4, help="of the cross-attention reference")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch")
+    parser.add_argument("--samples", type=int, default=16, help="images per sampling call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    device = get_device(args.device)
+    reference = DecoderConfig(d_model=args.d_model, text_layers=args.text_layers, layers=args.layers)
+    target = parameter_count(reference)
+    tokens, mask = world.Vocab().encode_batch(CAPTIONS * (args.batch_size // 2), max_len=reference.max_text_len)
+    text, mask = torch.from_numpy(tokens).to(device), torch.from_numpy(mask).to(device)
+    image = torch.randint(0, reference.codebook_size, (len(text), reference.num_image_tokens), device=device)
 
-    def __init__(self, config: DecoderConfig) -> None:
-        super().__init__(config)
-        self.blocks = nn.ModuleList(JointBlock(config) for _ in range(config.layers))
-        self.blocks.apply(self._init_weights)
+    print(f"### Decoder designs at width {args.d_model}, about {target / 1e6:.2f} M parameters, on {device}\n")
+    print("| design | text layers | blocks | parameters | vs reference | train s/step | sample s (cache) | sample s (no cache) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for conditioning in CONDITIONINGS:
+        config = matched_config(conditioning, reference)
+        torch.manual_seed(0)
+        decoder = build_decoder(config).to(device)
+        optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3)
+
+        def train_step() -> None:
+            decoder.train()
+            loss = decoder.loss(image, text, mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        part = slice(0, args.samples)
+        cached = seconds(lambda: generate_tokens(decoder, text[part], mask[part], 1.5, use_cache=True), args.repeats)
+        plain = seconds(lambda: generate_tokens(decoder, text[part], mask[part], 1.5, use_cache=False), max(1, args.repeats // 2))
+        count = parameter_count(config)
+        print(f"| {conditioning} | {config.text_layers} | {config.layers} | {count / 1e6:.2f} M | {count / target - 1:+.1%} | "
+              f"{seconds(train_step, args.repeats):.3f} | {cached:.2f} | {plain:.2f} |", flush=True)
+    print(f"\nMedian of {args.repeats} calls after a warm-up; sampling: {args.samples} images, guidance 1.5 (batch of "
+          f"{2 * args.samples}). The single stream ignores its text-layer count.")
 
 
-VARIANTS = {"layerwise": LayerwiseDecoder, "joint": JointDecoder}
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,8 @@ Trains several configurations of the miniature DALL-E's decoder for several step
 parallel worker processes (one thread each), and prints one JSON line per run: training time,
 final loss and prompt fidelity (read back by the oracle) at a few guidance scales. Steps, not
 seconds, are what transfer between machines: multiply by a machine's step time to get its
-training time. A run with ``variant=...`` trains a decoder from ``conditioning_variants.py``.
+training time. A run's ``conditioning`` names the design (``build_decoder``); older runs name
+the layerwise and joint designs ``variant=...`` (from when they lived in benchmarks/), read the same.
 Rounds 1-2 ran on an H200 (results/decoder_sweep_h200.jsonl), rounds 3-6 on a 2-core CPU
 (results/decoder_sweep_cpu.jsonl); benchmarks/RESULTS.md tabulates both.
 
@@ -48,7 +49,7 @@ RUNS = [
     dict(name="single64-L5", steps=1600, two=0.0, d_model=64, layers=5, conditioning="single-stream", lr=4e-3),
     dict(name="single96-L4", steps=1400, two=0.0, d_model=96, layers=4, conditioning="single-stream", lr=3e-3),
     dict(name="x64-bs32", steps=3000, two=0.0, d_model=64, batch_size=32, lr=3e-3),
-    # round 4 (same CPU): why does the single stream learn two objects faster? (conditioning_variants.py)
+    # round 4 (same CPU): why does the single stream learn two objects faster? (layerwise and joint designs)
     *[dict(name=name, steps=2000, two=1.0, d_model=64, lr=3e-3, scales=(1.0,), **kw) for name, kw in (
         ("x64-tl2", dict(text_layers=2)),
         ("x64-tl4", dict(text_layers=4)),
@@ -77,21 +78,18 @@ def run(spec: dict) -> dict:
     from crossmodal_edu.dalle.evaluate import evaluate_decoder
     from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, train_decoder
 
-    config = DecoderConfig(**{k: spec[k] for k in MODEL_KEYS if k in spec})
+    model = {k: spec[k] for k in MODEL_KEYS if k in spec}
+    if "variant" in spec:  # the round-4 to round-6 name of a design
+        model["conditioning"] = spec["variant"]
+    config = DecoderConfig(**model)
     train = DecoderTrainConfig(steps=spec["steps"], two_object_fraction=spec["two"], **{k: spec[k] for k in TRAIN_KEYS if k in spec})
-    model = None
-    if "variant" in spec:
-        from conditioning_variants import VARIANTS
-
-        model = VARIANTS[spec["variant"]](config)
     start = time.perf_counter()
-    result = train_decoder(config, train, progress=False, model=model)
+    result = train_decoder(config, train, progress=False)
     out = {**spec, "train_s": round(time.perf_counter() - start, 1), "loss": round(sum(result.history["loss"][-50:]) / len(result.history["loss"][-50:]), 4),
            "params": sum(p.numel() for p in result.decoder.parameters())}
     kinds = (("tier1", "held_out") if spec["two"] < 1 else ()) + (("tier2",) if spec["two"] > 0 else ())
     for scale in spec.get("scales", (1.0, 2.0)):
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, spec.get("n", 300), kinds=kinds, guidance_scale=scale,
-                                   use_cache="variant" not in spec)
+        metrics = evaluate_decoder(result.decoder, result.tokenizer, spec.get("n", 300), kinds=kinds, guidance_scale=scale)
         out[f"g{scale:g}"] = {k: round(v, 3) for k, v in metrics.items() if not k.endswith(("_size", "_count"))}
     return out
 

@@ -36,23 +36,23 @@ from crossmodal_edu.device import get_device
 
 RECIPES = {
     (1, "cross-attention"): (DecoderConfig(d_model=64, text_layers=2, layers=4), dict(batch_size=32, lr=3e-3)),
-    (1, "joint"): (DecoderConfig(d_model=64, text_layers=2, layers=4), dict(batch_size=32, lr=3e-3)),
+    (1, "joint"): (DecoderConfig(d_model=64, text_layers=2, layers=4, conditioning="joint"), dict(batch_size=32, lr=3e-3)),
     (2, "cross-attention"): (DecoderConfig(d_model=96, text_layers=2, layers=4), dict(two_object_fraction=0.75, lr=3e-3)),
-    (2, "joint"): (DecoderConfig(d_model=96, text_layers=2, layers=4), dict(two_object_fraction=0.75, lr=3e-3)),
+    (2, "joint"): (DecoderConfig(d_model=96, text_layers=2, layers=4, conditioning="joint"), dict(two_object_fraction=0.75, lr=3e-3)),
 }
 """(tier, model) -> decoder config and training settings. Tier 1: of the models that fit a CPU's 5 minutes,
 the one that got furthest per second in the CPU sweep (benchmarks/results/decoder_sweep_cpu.jsonl).
 Tier 2: width 96, the best steps-per-second trade-off in the sweeps; "joint" is the decoder whose one
-softmax reads the caption and the image prefix together (conditioning_variants.py), which learned two
+softmax reads the caption and the image prefix together (crossmodal_edu/dalle/joint.py), which learned two
 objects fastest per step in the CPU sweep."""
 
 COMPARE = {
-    "cross-attention": (DecoderConfig(text_layers=2, layers=4), None),
-    "joint attention": (DecoderConfig(text_layers=2, layers=4), "joint"),
-    "single stream": (DecoderConfig(conditioning="single-stream", layers=7), None),
-    "no text (ablation)": (DecoderConfig(conditioning="none", text_layers=2, layers=4), None),
+    "cross-attention": DecoderConfig(text_layers=2, layers=4),
+    "joint attention": DecoderConfig(text_layers=2, layers=4, conditioning="joint"),
+    "single stream": DecoderConfig(conditioning="single-stream", layers=7),
+    "no text (ablation)": DecoderConfig(conditioning="none", text_layers=2, layers=4),
 }
-"""(config, variant) per model. Equal width (128) and about equal parameters (1.53 M, 1.40 M, 1.47 M; the ablation
+"""Config per model. Equal width (128) and about equal parameters (1.53 M, 1.40 M, 1.47 M; the ablation
 lacks 0.27 M of cross-attention)."""
 
 
@@ -62,16 +62,7 @@ def describe_device(device: torch.device) -> str:
     return f"{device.type}, {os.cpu_count()} cores"
 
 
-def fresh_model(config: DecoderConfig, variant: str | None):
-    """An untrained decoder: ``build_decoder(config)``, or a variant from conditioning_variants.py."""
-    if variant is None:
-        return None  # train_decoder builds it
-    from conditioning_variants import VARIANTS
-
-    return VARIANTS[variant](config)
-
-
-def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: int = 8, variant: str | None = None) -> float:
+def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: int = 8) -> float:
     """Seconds per training step of ``config`` on this machine (after two warm-up steps)."""
     probe = dataclasses.replace(train, steps=steps + 2, warmup_steps=1, checkpoint_every=10**9)
     start = [0.0]
@@ -80,20 +71,20 @@ def step_seconds(config: DecoderConfig, train: TrainConfig, tokenizer, steps: in
         if step == 2:
             start[0] = time.perf_counter()
 
-    result = train_decoder(config, probe, tokenizer, progress=False, on_step=timed, model=fresh_model(config, variant))
+    result = train_decoder(config, probe, tokenizer, progress=False, on_step=timed)
     return (time.perf_counter() - start[0]) / steps if result.step == probe.steps else float("nan")
 
 
-def train_for(config: DecoderConfig, train: TrainConfig, tokenizer, seconds: float, variant: str | None = None):
+def train_for(config: DecoderConfig, train: TrainConfig, tokenizer, seconds: float):
     """Train for ``seconds`` in all (the step-time probes included): the clock ends training and its schedule."""
     probe_start = time.perf_counter()
-    step_seconds(config, train, tokenizer, steps=2, variant=variant)  # warm-up: a process's first steps are slow
-    per_step = step_seconds(config, train, tokenizer, variant=variant)
+    step_seconds(config, train, tokenizer, steps=2)  # warm-up: a process's first steps are slow
+    per_step = step_seconds(config, train, tokenizer)
     seconds -= time.perf_counter() - probe_start
     steps = max(50, int(1.25 * seconds / per_step))  # room to spare: the clock (minutes) ends the run and its schedule
     train = dataclasses.replace(train, steps=steps, warmup_steps=min(train.warmup_steps, steps // 10), minutes=seconds / 60)
     start = time.perf_counter()
-    result = train_decoder(config, train, tokenizer, progress=True, model=fresh_model(config, variant))
+    result = train_decoder(config, train, tokenizer, progress=True)
     return result, time.perf_counter() - start, per_step
 
 
@@ -132,15 +123,13 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     tokenizer_seconds = time.perf_counter() - start
     tok = evaluate_tokenizer(tokenizer, 300)
     config, recipe = RECIPES[tier, args.model]
-    variant = None if args.model == "cross-attention" else args.model
     train = DecoderTrainConfig(**{"two_object_fraction": 0.0, **recipe}, device=args.device)
-    result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start), variant)
+    result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start))
     total = time.perf_counter() - start
     kinds = ("tier1", "held_out") if tier == 1 else ("tier2", "tier1")
     rows = []
     for scale in args.scales:
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale,
-                                   use_cache=variant is None)
+        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale)
         rows.append({"guidance": scale, **metrics})
     params = sum(p.numel() for p in result.decoder.parameters()) / 1e6
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
@@ -159,11 +148,10 @@ def compare(args: argparse.Namespace) -> None:
     device = get_device(args.device)
     tokenizer = load_tokenizer()
     rows = []
-    for name, (config, variant) in COMPARE.items():
+    for name, config in COMPARE.items():
         train = DecoderTrainConfig(two_object_fraction=0.5, device=args.device)
-        result, seconds, per_step = train_for(config, train, tokenizer, 60 * args.minutes, variant)
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=("tier1", "tier2"), guidance_scale=1.0,
-                                   use_cache=variant is None)
+        result, seconds, per_step = train_for(config, train, tokenizer, 60 * args.minutes)
+        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=("tier1", "tier2"), guidance_scale=1.0)
         rows.append({"model": name, "params": f"{sum(p.numel() for p in result.decoder.parameters()) / 1e6:.2f} M",
                      "s/step": f"{per_step:.3f}", "steps": result.step, "seconds": f"{seconds:.0f}", **metrics})
     head = f"### Cross-attention vs joint attention vs one stream, {args.minutes:g} min each on {describe_device(device)}, both tiers, guidance 1\n"

@@ -85,3 +85,25 @@ def test_mixed_tiers_are_refused():
     with pytest.raises(ValueError, match="grade each tier separately"):
         world.caption_fidelity(["a small red circle at the top left", "a red circle left of a blue square"], scenes)
     assert np.isfinite(world.caption_fidelity(["a small red circle at the top left"], scenes[:1])["all"])
+
+
+@pytest.mark.parametrize("num_objects", [1, 2])
+def test_image_fidelity_grades_images_from_anywhere_through_the_oracle(num_objects):
+    from crossmodal_edu.world.fidelity import image_fidelity
+
+    data = world.make_dataset(200, num_objects, seed=11)  # images drawn by the world itself, not by a decoder
+    right = image_fidelity(data.captions, data.images)
+    assert right == world.caption_fidelity(data.captions, world.read_scenes(data.images))
+    assert right["all"] >= 0.99
+    wrong = image_fidelity(data.captions, data.images[::-1].copy())  # every image under another caption
+    assert wrong["all"] < 0.1
+
+
+def test_image_fidelity_names_a_missing_image_and_a_wrong_shape():
+    from crossmodal_edu.world.fidelity import image_fidelity
+
+    data = world.make_dataset(3, 1, seed=12)
+    with pytest.raises(ValueError, match="one image per caption: got 2 images and 3 captions"):
+        image_fidelity(data.captions, data.images[:2])
+    with pytest.raises(ValueError, match=r"shape \(B, H, W, 3\)"):
+        image_fidelity(data.captions, data.images[..., 0])

@@ -801,6 +801,111 @@ def perplexity_zeros_replaced_in_place(counts):
     return np.exp(-(p * np.log(p)).sum())
 
 
+# --- 06.decoder_block ---------------------------------------------------------------------------
+
+def decoder_block_post_norm(x, context, context_mask, block):
+    x = block.norm1(x + block.self_attention(x))
+    x = block.norm2(x + block.cross_attention(x, context, context_mask))
+    return block.norm3(x + block.mlp(x))
+
+
+def decoder_block_cross_replaces_x(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    x = block.cross_attention(block.norm2(x), context, context_mask)
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_normed_residual(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    h = block.norm2(x)
+    x = h + block.cross_attention(h, context, context_mask)
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_attends_to_itself(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    h = block.norm2(x)
+    x = x + block.cross_attention(h, h)
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_caption_normed(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    x = x + block.cross_attention(block.norm2(x), block.norm2(context), context_mask)
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_without_mask(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    x = x + block.cross_attention(block.norm2(x), context)
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_cross_first(x, context, context_mask, block):
+    x = x + block.cross_attention(block.norm2(x), context, context_mask)
+    x = x + block.self_attention(block.norm1(x))
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_norms_swapped(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm2(x))
+    x = x + block.cross_attention(block.norm1(x), context, context_mask)
+    return x + block.mlp(block.norm3(x))
+
+
+def decoder_block_parallel(x, context, context_mask, block):
+    updates = [block.self_attention(block.norm1(x)), block.cross_attention(block.norm2(x), context, context_mask),
+               block.mlp(block.norm3(x))]
+    return x + sum(updates)
+
+
+def decoder_block_in_place(x, context, context_mask, block):
+    x.add_(block.self_attention(block.norm1(x)))
+    x.add_(block.cross_attention(block.norm2(x), context, context_mask))
+    return x.add_(block.mlp(block.norm3(x)))
+
+
+# --- 06.teacher_forcing ------------------------------------------------------------------------
+
+def forcing_no_shift(image_tokens, start_id):
+    return image_tokens, image_tokens
+
+
+def forcing_like_a_language_model(image_tokens, start_id):
+    return image_tokens[:, :-1], image_tokens[:, 1:]
+
+
+def forcing_start_prepended_to_all(image_tokens, start_id):
+    start = torch.full((image_tokens.shape[0], 1), start_id, dtype=image_tokens.dtype)
+    return torch.cat([start, image_tokens], dim=1), image_tokens
+
+
+def forcing_rolled_backwards(image_tokens, start_id):
+    inputs = torch.roll(image_tokens, shifts=-1, dims=1)
+    inputs[:, -1] = start_id
+    return inputs, image_tokens
+
+
+def forcing_zero_start(image_tokens, start_id):
+    return F.pad(image_tokens[:, :-1], (1, 0), value=0), image_tokens
+
+
+def forcing_both_shifted(image_tokens, start_id):
+    shifted = F.pad(image_tokens[:, :-1], (1, 0), value=start_id)
+    return shifted, shifted
+
+
+def forcing_last_target_dropped(image_tokens, start_id):
+    return F.pad(image_tokens[:, :-1], (1, 0), value=start_id), image_tokens[:, :-1]
+
+
+def forcing_in_place(image_tokens, start_id):
+    targets = image_tokens.clone()
+    image_tokens.copy_(torch.roll(image_tokens, shifts=1, dims=1))
+    image_tokens[:, 0] = start_id
+    return image_tokens, targets
+
+
 # --- 06.drop_captions --------------------------------------------------------------------------
 
 def _null_caption(text_tokens, context_mask, null_id, pad_id):
@@ -1169,6 +1274,30 @@ LEARNER_MISTAKES = {
         "counted the codes in use": perplexity_codes_in_use,
         "divided the counts by the number of codes, not by the number of tokens": perplexity_by_K,
         IN_PLACE: perplexity_zeros_replaced_in_place,
+    },
+    "06.decoder_block": {
+        "post-norm: each LayerNorm after its residual, not before its sub-layer": decoder_block_post_norm,
+        "no residual around the cross-attention: its output replaced x": decoder_block_cross_replaces_x,
+        "the residual adds the normalised x: norm2(x) + cross_attention(...)": decoder_block_normed_residual,
+        "keys and values from the image tokens: the cross-attention became a second self-attention":
+            decoder_block_attends_to_itself,
+        "the caption normalised with the image stream's norm2": decoder_block_caption_normed,
+        "the padding mask left out: image tokens read the padding words": decoder_block_without_mask,
+        "cross-attention before the self-attention": decoder_block_cross_first,
+        "norm1 and norm2 swapped": decoder_block_norms_swapped,
+        "parallel sub-layers: all three read the block's input x": decoder_block_parallel,
+        IN_PLACE: decoder_block_in_place,
+    },
+    "06.teacher_forcing": {
+        "no shift: the inputs are the targets, so the decoder learns to copy its input": forcing_no_shift,
+        "no <start>: the first image token is never predicted": forcing_like_a_language_model,
+        "<start> prepended, but the last token kept: the inputs are one longer than the targets":
+            forcing_start_prepended_to_all,
+        "shifted the wrong way: input i is token i + 1, from the future": forcing_rolled_backwards,
+        "0 as <start>: 0 is a real image code": forcing_zero_start,
+        "the targets shifted too: they equal the inputs": forcing_both_shifted,
+        "the last token dropped from the targets too: it is never trained": forcing_last_target_dropped,
+        IN_PLACE: forcing_in_place,
     },
     "06.drop_captions": {
         "dropped captions by masking all their words: a row with nothing to attend to": drop_by_masking,

@@ -5,6 +5,7 @@
     python -m crossmodal_edu.dalle eval-tokenizer                       # the shipped checkpoint
     python -m crossmodal_edu.dalle eval-tokenizer --checkpoint runs/tokenizer.pt
     python -m crossmodal_edu.dalle train-decoder --out runs/decoder.pt --minutes 20
+    python -m crossmodal_edu.dalle train-decoder --out runs/mmdit.pt --conditioning mmdit --text-layers 2   # another design
     python -m crossmodal_edu.dalle train --out-dir runs --tokenizer-minutes 1.5 --minutes 3.5   # both, from scratch
     python -m crossmodal_edu.dalle eval-decoder --guidance-scale 1.5             # the shipped decoder
     python -m crossmodal_edu.dalle sample "a small red circle at the top left" --out red.png

@@ -53,14 +53,27 @@ class TokenizerConfig:
         return self.grid_size**2
 
 
-CONDITIONINGS: tuple[str, ...] = ("cross-attention", "single-stream", "none")
-"""Ways the decoder can read the caption (``DecoderConfig.conditioning``)."""
+CONDITIONINGS: tuple[str, ...] = ("cross-attention", "single-stream", "joint", "mmdit", "adaln", "layerwise", "none")
+"""Ways the decoder can read the caption (``DecoderConfig.conditioning``), each built by
+``build_decoder``:
+
+- ``"cross-attention"``: every block's image tokens ask the encoded caption (``decoder.py``);
+- ``"single-stream"``: caption and image in one causal sequence, DALL-E 1 (``single_stream.py``);
+- ``"joint"``: one softmax over ``[caption ; image prefix]`` per block, the caption fixed (``joint.py``);
+- ``"mmdit"``: joint attention with per-modality weights, the caption updated in every block,
+  Stable Diffusion 3's MM-DiT as far as a causal model allows (``mmdit.py``);
+- ``"adaln"``: no attention to the words: a pooled caption vector scales and shifts every
+  LayerNorm (DiT's adaLN; ``adaln.py``);
+- ``"layerwise"``: cross-attention whose block ``l`` reads text-encoder layer ``l`` (``layerwise.py``);
+- ``"none"``: the ablation, the caption never reaches the image tokens.
+"""
 
 
 @dataclass
 class DecoderConfig:
     """The text-to-image-token model: a text encoder, and a causal decoder over image tokens
-    whose every block reads the encoded caption through cross-attention."""
+    that reads the encoded caption the way ``conditioning`` names (default: cross-attention in
+    every block)."""
 
     vocab_size: int = 25  # caption words including <pad> (id 0); the null caption's token is id vocab_size
     max_text_len: int = 8  # longest caption, in words (both caption tiers have at most 8)
@@ -72,7 +85,7 @@ class DecoderConfig:
     layers: int = 4  # decoder blocks (causal self-attention, cross-attention, MLP)
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
     dropout: float = 0.0  # dropout on attention weights and MLP outputs
-    conditioning: str = "cross-attention"  # how text reaches the image: "cross-attention", "single-stream" (DALL-E 1) or "none" (ablation)
+    conditioning: str = "cross-attention"  # how text reaches the image: one of CONDITIONINGS (above)
     caption_dropout: float = 0.1  # share of training captions replaced by the null caption (for guidance)
     held_out: str = "green triangle,blue circle,magenta square"  # colour-shape pairs never trained on
 

@@ -18,6 +18,10 @@ For classifier-free guidance the model also learns what to draw *without* a capt
 training a share of captions (``caption_dropout``) is replaced by the **null caption**, a
 single learned token ``null_id`` whose ``context_mask`` is ``[True, False, ..., False]``.
 Masking every text key instead would leave the cross-attention rows with nothing to attend to.
+
+The other ways text can enter the decoder (one causal stream, joint attention, MM-DiT, adaptive
+LayerNorm, layerwise cross-attention) live in modules of their own beside this one, and
+:func:`build_decoder` builds any of them from ``DecoderConfig.conditioning``.
 Derived in notebooks/06_text_to_image.ipynb.
 """
 
@@ -151,6 +155,37 @@ class CausalSelfAttention(nn.Module):
         return self.out(heads.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)
 
 
+def cached_cross_attention(
+    attention: MultiHeadCrossAttention,
+    x: torch.Tensor,
+    context: torch.Tensor,
+    context_mask: torch.Tensor,
+    cache: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    r"""``attention(x, context, context_mask)`` for sampling, with the caption's keys and values
+    computed on the first call and kept in ``cache`` (``"context_k"``, ``"context_v"``).
+
+    The caption does not change while an image is drawn, so :math:`K = \text{context}\,W^K`
+    and :math:`V = \text{context}\,W^V` are the same at all 64 steps: computing them once
+    leaves each step one query row, :math:`\operatorname{softmax}(q K^\top/\sqrt{d_k} + M) V`.
+    ``x`` ``(B, T, d_model)`` (``T = 1`` after the first step), ``context`` ``(B, L, d_model)``,
+    ``context_mask`` ``(B, L)`` -> ``(B, T, d_model)``; equal to the uncached call (a test checks it).
+    Eval mode only (no dropout), like every KV cache here.
+    """
+    B, T, _ = x.shape
+    H, hd = attention.num_heads, attention.head_dim
+    if "context_k" not in cache:
+        L = context.shape[1]
+        cache["context_k"] = attention.to_k(context).view(B, L, H, hd).transpose(1, 2)  # (B, H, L, head_dim)
+        cache["context_v"] = attention.to_v(context).view(B, L, H, hd).transpose(1, 2)  # (B, H, L, head_dim)
+    q = attention.to_q(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, head_dim)
+    has_context = context_mask.any(dim=-1)  # (B,): as MultiHeadCrossAttention, a caption of padding only gives 0
+    attend = (context_mask | ~has_context[:, None])[:, None, None, :]  # (B, 1, 1, L)
+    heads = F.scaled_dot_product_attention(q, cache["context_k"], cache["context_v"], attn_mask=attend)  # (B, H, T, head_dim)
+    heads = heads.masked_fill(~has_context[:, None, None, None], 0.0)
+    return attention.to_out(heads.transpose(1, 2).reshape(B, T, H * hd))  # (B, T, d_model)
+
+
 class DecoderBlock(nn.Module):
     r"""One block of the image-token decoder (pre-norm):
 
@@ -161,7 +196,14 @@ class DecoderBlock(nn.Module):
 
     With ``conditioning="none"`` (the ablation) the middle line is gone and the block cannot
     see the caption at all.
+
+    Every block of the package's decoders has this ``forward(x, context, context_mask,
+    need_weights, cache) -> (x, weights)`` and says ``supports_kv_cache = True`` when its
+    ``cache`` path gives the logits of the full pass; the sampler refuses ``use_cache=True``
+    for a model with any block that does not.
     """
+
+    supports_kv_cache = True
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -169,7 +211,7 @@ class DecoderBlock(nn.Module):
         self.norm1 = nn.LayerNorm(d)
         self.self_attention = CausalSelfAttention(config)
         self.cross_attention = None
-        if config.conditioning == "cross-attention":
+        if config.conditioning in ("cross-attention", "layerwise"):
             self.norm2 = nn.LayerNorm(d)
             self.cross_attention = MultiHeadCrossAttention(d, d, config.num_heads, dropout=config.dropout)
         self.norm3 = nn.LayerNorm(d)
@@ -185,12 +227,16 @@ class DecoderBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` ``(B, T, d_model)`` image tokens, ``context`` ``(B, L, d_model)`` the encoded
         caption -> ``(B, T, d_model)``, and the cross-attention ``weights`` ``(B, num_heads, T, L)``
-        when ``need_weights`` (else None). ``cache``: see :class:`CausalSelfAttention`."""
+        when ``need_weights`` (else None). ``cache`` (sampling): the self-attention's keys and
+        values of earlier tokens (see :class:`CausalSelfAttention`) and the caption's keys and
+        values, computed once (:func:`cached_cross_attention`)."""
         x = x + self.self_attention(self.norm1(x), cache)
         weights = None
         if self.cross_attention is not None:
             if need_weights:
                 update, weights = self.cross_attention(self.norm2(x), context, context_mask, need_weights=True)
+            elif cache is not None:
+                update = cached_cross_attention(self.cross_attention, self.norm2(x), context, context_mask, cache)
             else:
                 update = self.cross_attention(self.norm2(x), context, context_mask)
             x = x + update  # (B, T, d_model): what the caption adds to each image token
@@ -206,13 +252,40 @@ class DecoderOutput:
 
 
 def build_decoder(config: DecoderConfig) -> nn.Module:
-    """The model ``config.conditioning`` names: an :class:`ImageTokenDecoder` (cross-attention,
-    or none for the ablation) or a :class:`~crossmodal_edu.dalle.single_stream.SingleStreamDecoder`."""
-    if config.conditioning == "single-stream":
-        from crossmodal_edu.dalle.single_stream import SingleStreamDecoder
+    """The untrained model that ``config.conditioning`` names (``config.CONDITIONINGS``):
 
-        return SingleStreamDecoder(config)
-    return ImageTokenDecoder(config)
+    ============================  =================================================================
+    ``"cross-attention"``          :class:`ImageTokenDecoder` (this module)
+    ``"none"``                     :class:`ImageTokenDecoder` without cross-attention (the ablation)
+    ``"single-stream"``            :class:`~crossmodal_edu.dalle.single_stream.SingleStreamDecoder`
+    ``"joint"``                    :class:`~crossmodal_edu.dalle.joint.JointDecoder`
+    ``"mmdit"``                    :class:`~crossmodal_edu.dalle.mmdit.MMDiTDecoder`
+    ``"adaln"``                    :class:`~crossmodal_edu.dalle.adaln.AdaLNDecoder`
+    ``"layerwise"``                :class:`~crossmodal_edu.dalle.layerwise.LayerwiseDecoder`
+    ============================  =================================================================
+
+    All share one interface (``encode_text``, ``decode``, ``decode_step`` with a KV cache,
+    ``forward``, ``loss``), so one training loop, sampler and evaluation run every one.
+    ``crossmodal_edu.dalle.designs.matched_config`` picks depths for about equal parameters.
+    """
+    from crossmodal_edu.dalle.adaln import AdaLNDecoder
+    from crossmodal_edu.dalle.joint import JointDecoder
+    from crossmodal_edu.dalle.layerwise import LayerwiseDecoder
+    from crossmodal_edu.dalle.mmdit import MMDiTDecoder
+    from crossmodal_edu.dalle.single_stream import SingleStreamDecoder
+
+    designs: dict[str, type[nn.Module]] = {
+        "cross-attention": ImageTokenDecoder,
+        "none": ImageTokenDecoder,
+        "single-stream": SingleStreamDecoder,
+        "joint": JointDecoder,
+        "mmdit": MMDiTDecoder,
+        "adaln": AdaLNDecoder,
+        "layerwise": LayerwiseDecoder,
+    }
+    if not isinstance(config, DecoderConfig):
+        raise ValueError(f"build_decoder expects a DecoderConfig, got a {type(config).__name__}")
+    return designs[config.conditioning](config)
 
 
 class ImageTokenDecoder(nn.Module):
@@ -223,18 +296,38 @@ class ImageTokenDecoder(nn.Module):
     ``<start>`` followed by them and returns logits ``(B, t + 1, codebook_size)``, where
     position ``i`` predicts token ``i``. Training passes ``image_tokens[:, :-1]`` and compares
     the logits with all of ``image_tokens``: one pass trains every position at once.
+
+    The joint and adaLN designs are subclasses that change only the block (:meth:`make_block`)
+    and inherit this data flow; the layerwise and MM-DiT designs also change how the caption
+    reaches each block (``decode``, ``decode_step``). Their shared weights keep these names.
     """
+
+    conditionings: tuple[str, ...] = ("cross-attention", "none")  # the values of config.conditioning this class builds
 
     def __init__(self, config: DecoderConfig | None = None) -> None:
         super().__init__()
         self.config = config = config or DecoderConfig()
+        if config.conditioning not in self.conditionings:
+            raise ValueError(
+                f"{type(self).__name__} builds conditioning {self.conditionings}, got {config.conditioning!r}: "
+                f"use build_decoder(config), which picks the class"
+            )
         self.text_encoder = TextEncoder(config)
         self.token_embedding = nn.Embedding(config.codebook_size + 1, config.d_model)  # +1: <start>
         self.position_embedding = nn.Embedding(config.num_image_tokens, config.d_model)
-        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(self.make_block(config, i) for i in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.codebook_size)
         self.apply(self._init_weights)
+
+    def make_block(self, config: DecoderConfig, index: int) -> nn.Module:
+        """Block ``index`` of the decoder: here a :class:`DecoderBlock`."""
+        return DecoderBlock(config)
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        """Whether :meth:`decode_step` gives the logits of a full pass: every block says so."""
+        return all(getattr(block, "supports_kv_cache", False) for block in self.blocks)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -302,8 +395,9 @@ class ImageTokenDecoder(nn.Module):
         """The logits ``(B, codebook_size)`` for image token ``position``, given the token before
         it (``previous`` ``(B,)``; None at position 0, where the input is ``<start>``) and the
         key/value ``caches`` of the earlier positions (one dict per block, start with empty
-        dicts). Equal to ``decode(tokens[:, :position], ...).logits[:, -1]``, at the cost of
-        one position instead of ``position + 1``; a test checks that."""
+        dicts; position 0 also stores there the caption's keys and values, which every later
+        position reuses). Equal to ``decode(tokens[:, :position], ...).logits[:, -1]``, at the
+        cost of one position instead of ``position + 1``; a test checks that."""
         B = context.shape[0]
         if previous is None:
             previous = torch.full((B,), self.config.start_id, dtype=torch.long, device=context.device)

@@ -14,6 +14,7 @@ import numpy as np
 
 from crossmodal_edu import world
 from crossmodal_edu.dalle.tokenizer import ImageTokenizer, codebook_usage, perplexity
+from crossmodal_edu.world.fidelity import image_fidelity
 
 EVAL_SEEDS: dict[int, int] = {1: 50_001, 2: 50_002}
 """Dataset seeds of the evaluation scenes, by number of objects. Training draws its batches
@@ -78,13 +79,18 @@ def prompt_fidelity(
     seed: int = 0,
     **sampling: Any,
 ) -> dict[str, float]:
-    """Generate one image per caption, read each back with the oracle, and grade it against its
-    caption (``world.caption_fidelity``). ``sampling``: ``guidance_scale``, ``temperature``,
-    ``top_k`` of :func:`crossmodal_edu.dalle.sampling.generate`."""
+    """Generate one image per caption with ``decoder`` and grade it against its caption:
+    ``image_fidelity(captions, generate(decoder, tokenizer, captions, ...).images)``.
+    ``sampling``: ``guidance_scale``, ``temperature``, ``top_k``, ``use_cache`` of
+    :func:`crossmodal_edu.dalle.sampling.generate`.
+
+    It needs a decoder of this package. To grade images made any other way, call
+    :func:`crossmodal_edu.world.fidelity.image_fidelity` on them.
+    """
     from crossmodal_edu.dalle.sampling import generate
 
     generation = generate(decoder, tokenizer, captions, seed=seed, **sampling)
-    return world.caption_fidelity(captions, world.read_scenes(generation.images))
+    return image_fidelity(captions, generation.images)
 
 
 def evaluate_decoder(

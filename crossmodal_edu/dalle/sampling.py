@@ -14,6 +14,8 @@ Derived in notebooks/06_text_to_image.ipynb.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +26,11 @@ from crossmodal_edu import world
 from crossmodal_edu.dalle.decoder import ImageTokenDecoder, null_captions
 from crossmodal_edu.dalle.guidance import classifier_free_guidance, sample_from_logits
 from crossmodal_edu.dalle.tokenizer import ImageTokenizer, tensor_to_images
+
+
+def _check_number(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 @torch.no_grad()
@@ -43,9 +50,17 @@ def generate_tokens(
     With ``guidance_scale != 1`` every step also runs the decoder on the null caption and
     mixes the two with :func:`classifier_free_guidance` (both in one batch of ``2B``).
     ``use_cache=True`` replaces the pass over the prefix by the decoder's ``decode_step``, which keeps the
-    keys and values of earlier tokens instead of recomputing them: the same tokens (a test
-    checks it), about ten times faster at 64 tokens.
+    keys and values of earlier tokens (and the caption's, computed once) instead of recomputing
+    them: the same tokens (a test checks it), about ten times faster at 64 tokens. A decoder
+    without a KV cache (``supports_kv_cache`` missing or False) refuses ``use_cache=True``.
     """
+    _check_number("guidance_scale", guidance_scale)
+    _check_number("temperature", temperature)
+    if use_cache and not getattr(decoder, "supports_kv_cache", False):
+        raise ValueError(
+            f"{type(decoder).__name__} has no KV cache (no decode_step, or a block without supports_kv_cache): "
+            f"sample it with use_cache=False"
+        )
     decoder.eval()
     B = text_tokens.shape[0]
     device = next(decoder.parameters()).device
@@ -128,10 +143,19 @@ def generate(
 
     Captions are checked against the vocabulary (an unknown word raises ``ValueError``
     listing the known ones). ``attention_maps=True`` also returns, per caption word, where
-    in the image it was read (:func:`word_attention_maps`).
+    in the image it was read (:func:`word_attention_maps`; cross-attention designs only).
+    ``batch_size``: how many captions are sampled together (a memory limit; keep it fixed to
+    reproduce images, since it sets the order of the random draws). To grade the images, see
+    :func:`crossmodal_edu.world.fidelity.image_fidelity`.
     """
     if isinstance(captions, str):
         raise ValueError("generate expects a list of captions, got a single string: wrap it in [ ]")
+    if len(captions) == 0:
+        raise ValueError("generate needs at least one caption, got an empty list")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (captions sampled together), got {batch_size!r}")
+    _check_number("guidance_scale", guidance_scale)
+    _check_number("temperature", temperature)
     vocab = world.Vocab()
     if len(vocab) != decoder.config.vocab_size:
         raise ValueError(f"decoder was trained on {decoder.config.vocab_size} words, this world has {len(vocab)}")
@@ -140,7 +164,7 @@ def generate(
     generator = torch.Generator().manual_seed(seed)
     device = next(tokenizer.parameters()).device
     tokens, images, maps = [], [], []
-    for start in range(0, len(captions), batch_size):
+    for start in range(0, len(captions), int(batch_size)):
         part = slice(start, start + batch_size)
         image_tokens = generate_tokens(
             decoder, text_tokens[part], context_mask[part], guidance_scale, temperature, top_k, generator, use_cache

@@ -33,9 +33,16 @@ class SingleStreamDecoder(nn.Module):
     one about ``(16 * layers + 12 * text_layers) / 12`` blocks.
     """
 
+    supports_kv_cache = True
+
     def __init__(self, config: DecoderConfig | None = None) -> None:
         super().__init__()
-        self.config = config = config or DecoderConfig()
+        self.config = config = config or DecoderConfig(conditioning="single-stream")
+        if config.conditioning != "single-stream":
+            raise ValueError(
+                f"SingleStreamDecoder builds conditioning 'single-stream', got {config.conditioning!r}: "
+                f"use build_decoder(config), which picks the class"
+            )
         self.text_embedding = nn.Embedding(config.vocab_size + 1, config.d_model)  # +1: the null token
         self.token_embedding = nn.Embedding(config.codebook_size + 1, config.d_model)  # +1: <start>
         self.position_embedding = nn.Embedding(config.max_text_len + config.num_image_tokens, config.d_model)

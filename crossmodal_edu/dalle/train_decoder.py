@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +142,23 @@ def train_decoder(
     With ``resume=True`` and a checkpoint at ``out``, training continues from it (its configs
     and tokenizer win; ``train`` may raise ``steps``). ``evaluate(decoder, tokenizer)`` runs at
     the end; its metrics go into the final checkpoint. ``on_step(step)`` (if given) is called
-    before every step, e.g. to time steps. ``model``: an untrained decoder to train instead of
-    ``build_decoder(config)`` (a variant with the same interface, e.g. in ``benchmarks/``).
+    before every step, e.g. to time steps. ``model``: a decoder to train instead of
+    ``build_decoder(config)`` (any model with the decoders' interface and a ``config``
+    attribute); its ``config`` is the one that counts, so pass ``config=None`` or the same
+    config (a different one raises ``ValueError`` naming the fields that differ).
     """
+    if model is not None:
+        model_config = getattr(model, "config", None)
+        if not isinstance(model_config, DecoderConfig):
+            raise ValueError(f"model must have a DecoderConfig as .config, but {type(model).__name__}.config is {model_config!r}")
+        if config is not None and config != model_config:
+            differ = [f"{f.name} ({getattr(config, f.name)!r} vs the model's {getattr(model_config, f.name)!r})"
+                      for f in fields(DecoderConfig) if getattr(config, f.name) != getattr(model_config, f.name)]
+            raise ValueError(
+                f"config and model.config differ in {', '.join(differ)}: train_decoder would draw batches for one "
+                f"and train the other. Pass config=None to use the model's own."
+            )
+        config = model_config
     config = config or DecoderConfig()
     train = train or DecoderTrainConfig()
     device = get_device(train.device)
@@ -171,6 +185,7 @@ def train_decoder(
                 f"the decoder config expects {config.num_image_tokens} from {config.codebook_size}"
             )
         decoder = model if model is not None else build_decoder(config)
+    config = decoder.config  # on resume, the checkpoint's
     tokenizer = tokenizer.to(device).eval()
     decoder.to(device).train()
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=train.lr, betas=(0.9, 0.95), weight_decay=train.weight_decay)
@@ -183,10 +198,10 @@ def train_decoder(
             on_step(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, train, (time.perf_counter() - clock) / 60)
-        text_tokens, context_mask, image_tokens = decoder_batch(step, train, decoder.config, tokenizer, vocab)
+        text_tokens, context_mask, image_tokens = decoder_batch(step, train, config, tokenizer, vocab)
         generator = torch.Generator().manual_seed(step_seed(train.seed, step, 4))
-        drop = (torch.rand(len(text_tokens), generator=generator) < decoder.config.caption_dropout).to(device)
-        text_tokens, context_mask = drop_captions(text_tokens, context_mask, drop, decoder.config)
+        drop = (torch.rand(len(text_tokens), generator=generator) < config.caption_dropout).to(device)
+        text_tokens, context_mask = drop_captions(text_tokens, context_mask, drop, config)
         with autocast(device):
             loss = decoder.loss(image_tokens, text_tokens, context_mask)
         optimizer.zero_grad(set_to_none=True)

@@ -4,7 +4,9 @@ caption asked for?
 ``parse_caption`` inverts ``describe``: it reads a tier-1 or tier-2 caption back into the
 attributes it names. ``caption_fidelity`` grades scenes against captions, attribute by
 attribute, so a report can say *what* a text-to-image model gets wrong (colours, shapes,
-positions, relations), not only how often it is perfect.
+positions, relations), not only how often it is perfect. ``image_fidelity`` grades images
+directly (the oracle reads each scene first): the way to grade images made by any model,
+``image_fidelity(captions, images)``.
 
 Chance levels, for a model that ignores the caption but draws one plausible object (tier 1):
 shape 1/3, colour 1/6, size 1/2, position 1/9, all four at once 1/324 = 0.3%.
@@ -16,9 +18,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .captions import POSITION_PHRASES, RELATIONS, true_relations
 from .scenes import COLOURS, SHAPES, SIZES, Scene, SceneObject
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _CELLS_BY_PHRASE = {phrase: cell for cell, phrase in POSITION_PHRASES.items()}
 
@@ -125,3 +131,20 @@ def caption_fidelity(captions: Sequence[str], scenes: Sequence[Scene]) -> dict[s
         raise ValueError("captions mix one-object and two-object prompts: grade each tier separately")
     grades = [grade_prompt(p, s) for p, s in zip(prompts, scenes)]
     return {key: sum(g[key] for g in grades) / len(grades) for key in grades[0]}
+
+
+def image_fidelity(captions: Sequence[str], images: np.ndarray) -> dict[str, float]:
+    """Grade images against the captions they were made from: the oracle reads each image
+    (``world.read_scenes``), then :func:`caption_fidelity` grades the scenes.
+
+    ``images`` ``(B, H, W, 3)`` float in [0, 1], one per caption, from any model (this
+    package's ``generate(...).images``, or images made elsewhere, as arrays). Returns the
+    fraction right per attribute, e.g. ``{"shape": ..., "all": ...}``; one tier per call.
+    """
+    from .oracle import read_scenes
+
+    if getattr(images, "ndim", None) != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be an array of shape (B, H, W, 3), got shape {getattr(images, 'shape', type(images))}")
+    if len(images) != len(captions):
+        raise ValueError(f"need one image per caption: got {len(images)} images and {len(captions)} captions")
+    return caption_fidelity(captions, read_scenes(images))

@@ -8,13 +8,14 @@ import torch
 
 from crossmodal_edu import world
 from crossmodal_edu.dalle import DecoderConfig, DecoderTrainConfig, build_decoder, generate, load_tokenizer, train_decoder
+from crossmodal_edu.dalle.config import CONDITIONINGS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU in this runtime")
 
-SMALL = dict(d_model=64, num_heads=4, layers=2, text_layers=1)
+SMALL = dict(d_model=64, num_heads=4, layers=2, text_layers=2)  # text_layers == layers, as "layerwise" needs
 
 
-@pytest.mark.parametrize("conditioning", ["cross-attention", "single-stream"])
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
 def test_training_steps_under_bf16_autocast_are_finite_and_lower_the_loss(conditioning):
     result = train_decoder(DecoderConfig(**SMALL, conditioning=conditioning),
                            DecoderTrainConfig(steps=30, batch_size=16, warmup_steps=3, device="cuda"), progress=False)
@@ -24,7 +25,7 @@ def test_training_steps_under_bf16_autocast_are_finite_and_lower_the_loss(condit
     assert next(result.decoder.parameters()).is_cuda
 
 
-@pytest.mark.parametrize("conditioning", ["cross-attention", "single-stream"])
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
 def test_cached_decoding_on_the_gpu_matches_the_full_pass(conditioning):
     torch.manual_seed(0)
     decoder = build_decoder(DecoderConfig(**SMALL, conditioning=conditioning)).cuda().eval()
@@ -40,9 +41,10 @@ def test_cached_decoding_on_the_gpu_matches_the_full_pass(conditioning):
             torch.testing.assert_close(step, full[:, t], rtol=1e-3, atol=1e-3)
 
 
-def test_generation_on_the_gpu_is_seeded():
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_generation_on_the_gpu_is_seeded(conditioning):
     torch.manual_seed(0)
-    decoder = build_decoder(DecoderConfig(**SMALL)).cuda().eval()
+    decoder = build_decoder(DecoderConfig(**SMALL, conditioning=conditioning)).cuda().eval()
     tokenizer = load_tokenizer(device="cuda")
     captions = ["a small red circle at the top left"] * 3
     a = generate(decoder, tokenizer, captions, guidance_scale=1.5, seed=4)

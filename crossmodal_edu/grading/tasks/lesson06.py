@@ -1,15 +1,17 @@
-r"""Exercises 06 · Text to image: fix a caption dropout that leaves rows with nothing to attend to ->
-classifier-free guidance -> top-k filtering -> the probabilities a sampler draws from, with
-temperature and greedy decoding.
+r"""Exercises 06 · Text to image: the decoder block's cross-attention (pre-norm, queries from the image
+stream) -> the teacher-forcing shift -> fix a caption dropout that leaves rows with nothing to attend to
+-> classifier-free guidance -> top-k filtering -> the probabilities a sampler draws from, with temperature
+and greedy decoding.
 
-Every function here is self-contained (tensors in, tensors out), so the exercises do not depend on
-the decoder's API. Logits are float64 tensors; ``text_tokens`` are int64 and masks bool tensors,
-**True = real token**.
+Every function here is self-contained (tensors in, tensors out; the decoder block task gets the block's
+layers as an argument), so the exercises do not depend on the rest of the decoder's API. Logits are
+float64 tensors; ``text_tokens`` and ``image_tokens`` are int64 and masks bool tensors, **True = real token**.
 
-Solutions: solutions/06_text_to_image.ipynb. References: crossmodal_edu/dalle/guidance.py
-(``top_k_filter``, ``classifier_free_guidance``; ``sample_from_logits`` draws from
-:func:`sampling_probs_reference`, which tests/test_grading.py checks) and :func:`drop_captions_reference`
-below (the decoder's caption dropout, in crossmodal_edu/dalle/).
+Solutions: solutions/06_text_to_image.ipynb. References: ``DecoderBlock.forward`` and
+``ImageTokenDecoder.loss`` in crossmodal_edu/dalle/decoder.py (the block and the shift),
+crossmodal_edu/dalle/guidance.py (``top_k_filter``, ``classifier_free_guidance``; ``sample_from_logits``
+draws from :func:`sampling_probs_reference`, which tests/test_grading.py checks) and
+:func:`drop_captions_reference` below (the decoder's caption dropout, in crossmodal_edu/dalle/).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 import torch
 
 from crossmodal_edu.dalle import guidance as reference
+from crossmodal_edu.dalle.config import DecoderConfig
+from crossmodal_edu.dalle.decoder import DecoderBlock
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, Property
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.lesson03 import tensor
@@ -34,6 +38,313 @@ from crossmodal_edu.numpy_attention import padding_mask
 
 NEG_INF = float("-inf")
 POS_INF = float("inf")
+
+# ---------------------------------------------------------------------------------------------
+# 06.decoder_block
+# ---------------------------------------------------------------------------------------------
+
+
+def _random_block(rng: np.random.Generator, d: int, H: int) -> DecoderBlock:
+    """A float64 ``DecoderBlock`` (cross-attention) whose every weight is drawn from ``rng``, the three
+    LayerNorms' scales and shifts included, so that using one norm for another shows."""
+    with torch.random.fork_rng(devices=[]):  # its own init would draw from the learner's torch RNG
+        block = DecoderBlock(DecoderConfig(d_model=d, num_heads=H, mlp_ratio=2)).double().eval()
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            if name.endswith("bias"):
+                values = 0.3 * rng.normal(size=p.shape)
+            elif p.ndim == 1:  # a LayerNorm's scale
+                values = 1.0 + 0.5 * rng.normal(size=p.shape)
+            else:  # a Linear's weight, (out, in)
+                values = rng.normal(size=p.shape) / np.sqrt(p.shape[1])
+            p.copy_(torch.from_numpy(values))
+    return block.requires_grad_(False)
+
+
+def _block_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for note in ("padded captions", "other sizes"):
+        H = int(rng.choice([2, 3]))
+        d = H * int(rng.choice([2, 3, 5]))
+        B = int(rng.integers(2, 4))
+        T, L = distinct(rng, 2, 2, 7)
+        lengths = rng.integers(1, L + 1, size=B)
+        lengths[0] = int(rng.integers(1, L))  # at least one padded word
+        cases.append(Case({"x": tensor(rng.normal(size=(B, T, d))), "context": tensor(rng.normal(size=(B, L, d))),
+                           "context_mask": torch.from_numpy(padding_mask(lengths, L)), "block": _random_block(rng, d, H)},
+                          note=f"d_model = {d}, num_heads = {H}; {note}"))
+    return cases
+
+
+def decoder_block_reference(x, context, context_mask, block):
+    """``DecoderBlock.forward``: ``x`` ``(B, T, d_model)`` image tokens, ``context`` ``(B, L, d_model)``
+    encoded caption, ``context_mask`` ``(B, L)`` -> ``(B, T, d_model)``."""
+    return block(x, context, context_mask)[0]
+
+
+def _sublayers(x, context, context_mask, block, order=("self", "cross", "mlp"), post_norm=False, residual=None,
+               cross_input=None, norms=None):
+    """The block with one thing changed: the ``order`` of its sub-layers, norms after the residual
+    (``post_norm``), what the cross-attention's residual adds (``residual(x, normed)``), what the
+    cross-attention reads (``cross_input(normed, context, context_mask, block) -> (queries, keys, mask)``),
+    or which norm goes before which sub-layer (``norms``)."""
+    norms = norms or {"self": block.norm1, "cross": block.norm2, "mlp": block.norm3}
+    for name in order:
+        norm = norms[name]
+        inner = (lambda h: h) if post_norm else norm
+        normed = inner(x)
+        if name == "self":
+            update = block.self_attention(normed)
+        elif name == "mlp":
+            update = block.mlp(normed)
+        else:
+            queries, keys, mask = (normed, context, context_mask) if cross_input is None else \
+                cross_input(normed, context, context_mask, block)
+            update = block.cross_attention(queries, keys, mask)
+        if name == "cross" and residual is not None:
+            x = residual(x, normed, update)
+        else:
+            x = x + update
+        if post_norm:
+            x = norm(x)
+    return x
+
+
+def _db_post_norm(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, post_norm=True)
+
+
+def _db_no_residual(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, residual=lambda x, normed, update: update)
+
+
+def _db_normed_residual(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, residual=lambda x, normed, update: normed + update)
+
+
+def _db_image_keys(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, cross_input=lambda n, c, m, b: (n, n, None))
+
+
+def _db_caption_normed(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, cross_input=lambda n, c, m, b: (n, b.norm2(c), m))
+
+
+def _db_no_mask(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, cross_input=lambda n, c, m, b: (n, c, None))
+
+
+def _db_cross_first(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, order=("cross", "self", "mlp"))
+
+
+def _db_norms_swapped(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, norms={"self": block.norm2, "cross": block.norm1, "mlp": block.norm3})
+
+
+def _db_parallel(x, context, context_mask, block):
+    return (x + block.self_attention(block.norm1(x)) + block.cross_attention(block.norm2(x), context, context_mask)
+            + block.mlp(block.norm3(x)))
+
+
+def _db_in_place(x, context, context_mask, block):
+    x += block.self_attention(block.norm1(x))
+    x += block.cross_attention(block.norm2(x), context, context_mask)
+    x += block.mlp(block.norm3(x))
+    return x
+
+
+def _padding_ignored(fn, case, outputs):
+    args, options = case.fresh()
+    context, context_mask = args[1], args[2]
+    noise = torch.from_numpy(np.random.default_rng(0).normal(size=tuple(context.shape)))
+    args[1] = torch.where(context_mask[..., None], context, 10 * noise)  # other vectors at the padded places
+    changed = np.abs(np.asarray(fn(*args, **options), dtype=np.float64) - outputs[0]).max()
+    if changed > 1e-6:
+        return f"changing the padded words' vectors changes the output by up to {changed:.3g}"
+    return None
+
+
+def _causal(fn, case, outputs):
+    args, options = case.fresh()
+    args[0] = args[0].clone()
+    args[0][:, -1] += 1.0  # change the last image token only
+    changed = np.abs(np.asarray(fn(*args, **options), dtype=np.float64)[:, :-1] - outputs[0][:, :-1]).max()
+    if changed > 1e-9:
+        return f"changing the last image token changes earlier tokens' outputs by up to {changed:.3g}"
+    return None
+
+
+DECODER_BLOCK = FunctionTask(
+    id="06.decoder_block",
+    title="The decoder block",
+    points=3,
+    name="decoder_block",
+    signature="decoder_block(x, context, context_mask, block) -> x",
+    cases=_block_cases,
+    reference=decoder_block_reference,
+    outputs=("x",),
+    properties=(
+        has_shapes(lambda c: (tuple(c.inputs["x"].shape),), "(B, T, d_model), that of x"),
+        finite(0, "x"),
+        Property("the padded words of the caption must not matter", _padding_ignored),
+        Property("an image token's output must not depend on later image tokens", _causal),
+    ),
+    mistakes=(
+        Mistake("post-norm: each LayerNorm after its residual, not before its sub-layer",
+                "this decoder is pre-norm: x = x + sublayer(norm(x)). The residual stream x itself is never "
+                "normalised, so what a sub-layer adds passes unchanged to the next.", _db_post_norm),
+        Mistake("no residual around the cross-attention: its output replaced x",
+                "add the update to the stream: x = x + block.cross_attention(block.norm2(x), context, context_mask); "
+                "replacing x throws away everything the self-attention computed.", _db_no_residual),
+        Mistake("the residual adds the normalised x: norm2(x) + cross_attention(...)",
+                "normalise only what goes into the sub-layer; the residual is the stream x as it came: "
+                "x = x + block.cross_attention(block.norm2(x), ...).", _db_normed_residual),
+        Mistake("keys and values from the image tokens: the cross-attention became a second self-attention",
+                "the image tokens ask (queries from block.norm2(x)) and the caption answers: pass context as the "
+                "second argument, block.cross_attention(block.norm2(x), context, context_mask).", _db_image_keys),
+        Mistake("the caption normalised with the image stream's norm2",
+                "norm2 belongs to the image stream, the queries' side; the text encoder already normalised the "
+                "caption: pass context as it comes.", _db_caption_normed),
+        Mistake("the padding mask left out: image tokens read the padding words",
+                "pass context_mask to the cross-attention, so that padding words get weight 0.", _db_no_mask),
+        Mistake("cross-attention before the self-attention",
+                "the order in this decoder is self-attention (norm1), cross-attention (norm2), MLP (norm3).",
+                _db_cross_first),
+        Mistake("norm1 and norm2 swapped",
+                "each sub-layer has its own LayerNorm: norm1 before the self-attention, norm2 before the "
+                "cross-attention, norm3 before the MLP.", _db_norms_swapped),
+        Mistake("parallel sub-layers: all three read the block's input x",
+                "the sub-layers run one after the other: the cross-attention reads x after the self-attention "
+                "has added to it, and the MLP reads x after both.", _db_parallel),
+        Mistake(IN_PLACE, "", _db_in_place, in_place=True),
+    ),
+    rtol=1e-7,
+    atol=1e-9,
+)
+
+# ---------------------------------------------------------------------------------------------
+# 06.teacher_forcing
+# ---------------------------------------------------------------------------------------------
+
+
+def teacher_forcing_reference(image_tokens: torch.Tensor, start_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``ImageTokenDecoder.loss`` feeds the decoder and what it compares with: ``image_tokens`` ``(B, N)``
+    -> ``inputs`` ``(B, N)`` = ``<start>`` then ``image_tokens[:, :-1]``, and ``targets`` = ``image_tokens``,
+    so that position ``i`` sees tokens ``0..i-1`` and is graded on token ``i``."""
+    start = torch.full_like(image_tokens[:, :1], start_id)  # (B, 1)
+    return torch.cat([start, image_tokens[:, :-1]], dim=1), image_tokens.clone()  # (B, N) each
+
+
+def _forcing_cases(rng: np.random.Generator) -> list[Case]:
+    cases = []
+    for note in ("a batch of images", "other sizes"):
+        B, N = distinct(rng, 2, 2, 8)
+        K = int(rng.integers(5, 20))
+        cases.append(Case({"image_tokens": torch.from_numpy(rng.integers(0, K, size=(B, N)))}, {"start_id": K},
+                          note=f"codebook of {K} codes, start_id = {K}; {note}"))
+    return cases
+
+
+def _start(image_tokens, start_id, value=None):
+    return torch.full_like(image_tokens[:, :1], start_id if value is None else value)
+
+
+def _tf_no_shift(image_tokens, start_id):
+    return image_tokens.clone(), image_tokens.clone()
+
+
+def _tf_no_start(image_tokens, start_id):
+    return image_tokens[:, :-1].clone(), image_tokens[:, 1:].clone()
+
+
+def _tf_one_longer(image_tokens, start_id):
+    return torch.cat([_start(image_tokens, start_id), image_tokens], dim=1), image_tokens.clone()
+
+
+def _tf_from_the_future(image_tokens, start_id):
+    return torch.cat([image_tokens[:, 1:], _start(image_tokens, start_id)], dim=1), image_tokens.clone()
+
+
+def _tf_zero_start(image_tokens, start_id):
+    return torch.cat([_start(image_tokens, start_id, 0), image_tokens[:, :-1]], dim=1), image_tokens.clone()
+
+
+def _tf_targets_shifted_too(image_tokens, start_id):
+    inputs = torch.cat([_start(image_tokens, start_id), image_tokens[:, :-1]], dim=1)
+    return inputs, inputs.clone()
+
+
+def _tf_last_target_dropped(image_tokens, start_id):
+    return torch.cat([_start(image_tokens, start_id), image_tokens[:, :-1]], dim=1), image_tokens[:, :-1].clone()
+
+
+def _tf_in_place(image_tokens, start_id):
+    targets = image_tokens.clone()
+    image_tokens[:, 1:] = targets[:, :-1]
+    image_tokens[:, 0] = start_id
+    return image_tokens, targets
+
+
+def _starts_with_start(fn, case, outputs):
+    start_id = case.options["start_id"]
+    bad = outputs[0][:, 0] != start_id
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        return f"the inputs of image {row} begin with {outputs[0][row, 0]:.0f}, not start_id = {start_id}"
+    return None
+
+
+def _one_step_behind(fn, case, outputs):
+    inputs, targets = outputs
+    bad = inputs[:, 1:] != targets[:, :-1]
+    if bad.any():
+        row, i = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
+        return f"inputs[{row}, {i + 1}] is {inputs[row, i + 1]:.0f}, but targets[{row}, {i}] is {targets[row, i]:.0f}"
+    return None
+
+
+TEACHER_FORCING = FunctionTask(
+    id="06.teacher_forcing",
+    title="Teacher forcing",
+    points=2,
+    name="teacher_forcing",
+    signature="teacher_forcing(image_tokens, start_id) -> (inputs, targets)",
+    cases=_forcing_cases,
+    reference=teacher_forcing_reference,
+    outputs=("inputs", "targets"),
+    properties=(
+        has_shapes(lambda c: (tuple(c.inputs["image_tokens"].shape),) * 2, "(B, N) both, that of image_tokens"),
+        Property("the inputs must begin with start_id", _starts_with_start),
+        Property("input i + 1 must be target i (the token before)", _one_step_behind),
+    ),
+    mistakes=(
+        Mistake("no shift: the inputs are the targets, so the decoder learns to copy its input",
+                "position i must not see token i, the one it is graded on: inputs = <start> followed by "
+                "image_tokens[:, :-1].", _tf_no_shift),
+        Mistake("no <start>: the first image token is never predicted",
+                "a language model's habit, inputs tokens[:, :-1] and targets tokens[:, 1:], never trains token 0, "
+                "and sampling must begin from something: put start_id in front, "
+                "inputs = cat([start_id column, image_tokens[:, :-1]]), targets = image_tokens.", _tf_no_start),
+        Mistake("<start> prepended, but the last token kept: the inputs are one longer than the targets",
+                "the inputs must be as long as the targets: <start> then image_tokens[:, :-1], dropping the last "
+                "token, which no position needs to see.", _tf_one_longer),
+        Mistake("shifted the wrong way: input i is token i + 1, from the future",
+                "input i is the token BEFORE target i: <start> in front, then image_tokens[:, :-1].",
+                _tf_from_the_future),
+        Mistake("0 as <start>: 0 is a real image code",
+                "codes 0..K-1 are image tokens; <start> is its own id, start_id: "
+                "torch.full_like(image_tokens[:, :1], start_id).", _tf_zero_start),
+        Mistake("the targets shifted too: they equal the inputs",
+                "only the inputs move one step; the targets are image_tokens themselves.", _tf_targets_shifted_too),
+        Mistake("the last token dropped from the targets too: it is never trained",
+                "targets are all N image tokens, image_tokens itself; only the inputs lose their last one.",
+                _tf_last_target_dropped),
+        Mistake(IN_PLACE, "", _tf_in_place, in_place=True),
+    ),
+    rtol=0.0,
+    atol=0.0,
+)
 
 # ---------------------------------------------------------------------------------------------
 # 06.drop_captions (fix the bug)
@@ -594,4 +905,4 @@ SAMPLING_PROBS = FunctionTask(
     atol=1e-8,
 )
 
-TASKS = (DROP_CAPTIONS, GUIDANCE, TOP_K, SAMPLING_PROBS)
+TASKS = (DECODER_BLOCK, TEACHER_FORCING, DROP_CAPTIONS, GUIDANCE, TOP_K, SAMPLING_PROBS)
