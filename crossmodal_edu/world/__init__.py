@@ -6,7 +6,8 @@
 - ``patches``: ``image_to_patches``, ``patches_to_image``
 - ``dataset``: ``make_dataset`` -> ``Dataset(images, captions, scenes)``
 - ``oracle``: ``read_scene``, ``read_scenes``, ``scene_accuracy``
-- ``fidelity``: ``parse_caption``, ``caption_fidelity`` (does a scene show what its caption asks?)
+- ``fidelity``: ``parse_caption``, ``caption_fidelity`` (does a scene show what its caption asks?),
+  ``image_fidelity`` (the same, read off images made by any model)
 
 Needs only NumPy.
 """
@@ -22,7 +23,7 @@ from .captions import (
     true_relations,
 )
 from .dataset import Dataset, make_dataset
-from .fidelity import Prompt, caption_fidelity, grade_prompt, parse_caption
+from .fidelity import Prompt, caption_fidelity, grade_prompt, image_fidelity, parse_caption
 from .oracle import gaussian_blur, read_scene, read_scenes, scene_accuracy
 from .patches import image_to_patches, patches_to_image
 from .scenes import (
@@ -54,6 +55,7 @@ __all__ = [
     "SceneObject",
     "Vocab",
     "caption_fidelity",
+    "image_fidelity",
     "default_vocab",
     "describe",
     "gaussian_blur",
