@@ -65,6 +65,7 @@ class NamedObjectData:
     on_an_object: torch.Tensor  # (N, num_patches) bool: the patch shows either object
     images: np.ndarray  # (N, H, W, 3)
     captions: list[str]  # N captions, such as "a large red circle"
+    targets: list[world.SceneObject]  # the N objects the captions name
 
 
 def named_object_data(
@@ -76,7 +77,7 @@ def named_object_data(
     are named equally often. The same ``seed`` gives the same data."""
     vocab = world.default_vocab() if vocab is None else vocab
     rng = np.random.default_rng(seed)
-    images, captions, labels, on_object = [], [], [], []
+    images, captions, targets, labels, on_object = [], [], [], [], []
     drawn = 0
     while len(captions) < n:
         batch = world.make_dataset(max(2 * (n - len(captions)), 8), num_objects=2,
@@ -89,6 +90,7 @@ def named_object_data(
             target = scene.objects[int(rng.integers(2))]
             size = f"{target.size} " if rng.random() < 0.5 else ""
             captions.append(f"a {size}{target.colour} {target.shape}")
+            targets.append(target)
             images.append(image)
             labels.append(object_patches(image, target, patch_size))
             on_object.append(object_patches(image, first, patch_size)
@@ -103,6 +105,7 @@ def named_object_data(
         on_an_object=torch.from_numpy(np.stack(on_object)),
         images=images,
         captions=captions,
+        targets=targets,
     )
 
 
