@@ -324,8 +324,9 @@ def test_the_gated_block_reference_is_x_plus_tanh_gate_times_attention_of_the_no
             mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
             h = (x - mean) / torch.sqrt(var + 1e-5) * norm["weight"] + norm["bias"]
             query_dim = x.shape[-1]
-            mha = torch.nn.MultiheadAttention(query_dim, num_heads, kdim=context.shape[-1], vdim=context.shape[-1],
-                                              batch_first=True, dtype=torch.float64)
+            with torch.random.fork_rng(devices=[]):  # this test's own layer must not move the RNG either
+                mha = torch.nn.MultiheadAttention(query_dim, num_heads, kdim=context.shape[-1],
+                                                  vdim=context.shape[-1], batch_first=True, dtype=torch.float64)
             with torch.no_grad():
                 projections = [att["to_q.weight"], att["to_k.weight"], att["to_v.weight"]]
                 if mha.in_proj_weight is not None:  # query_dim = context_dim: PyTorch packs the three
