@@ -561,7 +561,7 @@ def _starts_closed(fn, case, outputs):
 
 GATED_BLOCK = FunctionTask(
     id="03.gated_block",
-    title="Flamingo's gated cross-attention block",
+    title="The gated block (Flamingo)",
     points=3,
     name="GatedCrossAttention",
     signature="GatedCrossAttention(query_dim, context_dim, num_heads): an nn.Module with .norm, .attention "
