@@ -3,6 +3,8 @@ result that says what is wrong in words (the catalogue of named mistakes is test
 test_grading_mistakes.py)."""
 from fractions import Fraction
 
+import math
+
 import numpy as np
 import pytest
 
@@ -260,14 +262,15 @@ def test_every_catalogued_mistake_has_a_name_and_a_hint():
 # --- PyTorch answers (lesson 03) and online-softmax states (lesson 04) ---------------------------
 
 def test_a_tensor_input_changed_in_place_is_named_like_an_array():
-    def split_heads(t, num_heads):
-        B, L, D = t.shape
-        t.mul_(2.0)  # the learner scales their input in place, then undoes it in the copy they return
-        return (t / 2.0).view(B, L, num_heads, D // num_heads).transpose(1, 2)
+    reference = get_task("03.forward").reference
 
-    result = judge(get_task("03.split_heads"), split_heads, seed=0)
+    def cross_attention_forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+        x.mul_(2.0)  # the learner scales their input in place, then undoes it in the copy they use
+        return reference(x / 2.0, context, to_q, to_k, to_v, to_out, num_heads, context_mask)
+
+    result = judge(get_task("03.forward"), cross_attention_forward, seed=0)
     assert result.status == FAILED and result.mistake == IN_PLACE, result.text()
-    assert "changed its input `t` in place" in result.text()
+    assert "changed its input `x` in place" in result.text()
 
 
 def test_a_torch_check_leaves_the_thread_count_and_the_random_state_as_it_found_them():
@@ -305,6 +308,41 @@ def test_the_torch_references_agree_with_torch_multihead_attention():
                 out, weights = task.reference(x, context, layer, context_mask)
             np.testing.assert_allclose(out.numpy(), expected[0].numpy(), rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(weights.numpy(), expected[1].numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_the_gated_block_reference_is_x_plus_tanh_gate_times_attention_of_the_normed_x():
+    import torch
+
+    task = get_task("03.gated_block")
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    for seed in range(3):
+        for case in task.cases(np.random.default_rng(seed)):
+            x, context, context_mask, num_heads, weights = case.fresh()[0]
+            y, starts_closed = task.run(task.reference)(x, context, context_mask, num_heads, weights)
+            norm, att = weights["norm"], weights["attention"]
+            mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+            h = (x - mean) / torch.sqrt(var + 1e-5) * norm["weight"] + norm["bias"]
+            query_dim = x.shape[-1]
+            with torch.random.fork_rng(devices=[]):  # this test's own layer must not move the RNG either
+                mha = torch.nn.MultiheadAttention(query_dim, num_heads, kdim=context.shape[-1],
+                                                  vdim=context.shape[-1], batch_first=True, dtype=torch.float64)
+            with torch.no_grad():
+                projections = [att["to_q.weight"], att["to_k.weight"], att["to_v.weight"]]
+                if mha.in_proj_weight is not None:  # query_dim = context_dim: PyTorch packs the three
+                    mha.in_proj_weight.copy_(torch.cat(projections))
+                else:
+                    for theirs, ours in zip((mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight), projections):
+                        theirs.copy_(ours)
+                mha.in_proj_bias.copy_(torch.cat([att["to_q.bias"], att["to_k.bias"], att["to_v.bias"]]))
+                mha.out_proj.weight.copy_(att["to_out.weight"])
+                mha.out_proj.bias.copy_(att["to_out.bias"])
+                padding = None if context_mask is None else ~context_mask
+                update = mha(h, context, context, key_padding_mask=padding)[0]
+            expected = x + math.tanh(float(weights["gate"])) * update
+            np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
+            assert float(starts_closed) == 1.0
+    assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"
 
 
 def _attention_over(scores, v):

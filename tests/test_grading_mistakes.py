@@ -15,6 +15,7 @@ from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading import all_tasks, get_task, judge
 from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
 from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
+from crossmodal_edu.torch_attention import MultiHeadCrossAttention
 from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
 
 SEEDS = (0, 1, 2)
@@ -316,57 +317,6 @@ def block_drops_mask(x, context, attention, context_mask=None):
     return x + update, w
 
 
-# --- 03.split_heads ----------------------------------------------------------------------------
-
-def split_view_only(t, num_heads):
-    B, L, D = t.shape
-    return t.view(B, num_heads, L, D // num_heads)
-
-
-def split_interleaved(t, num_heads):
-    B, L, D = t.shape
-    return t.reshape(B, L, -1, num_heads).permute(0, 3, 1, 2)
-
-
-def split_transposes_last_two(t, num_heads):
-    B, L, D = t.shape
-    return t.view(B, L, num_heads, -1).transpose(2, 3)
-
-
-def split_sizes_swapped(t, num_heads):
-    B, L, D = t.shape
-    return t.reshape(B, L, D // num_heads, num_heads).permute(0, 2, 1, 3)
-
-
-# --- 03.merge_heads ----------------------------------------------------------------------------
-
-def merge_reshape_without_transpose(t):
-    return t.reshape(t.shape[0], t.shape[2], -1)
-
-
-def merge_view_after_transpose(t):
-    B, H, L, d = t.shape
-    return t.transpose(1, 2).view(B, L, H * d)
-
-
-def merge_view_after_permute(t):
-    B, H, L, d = t.shape
-    return t.permute(0, 2, 1, 3).view(B, L, -1)
-
-
-def merge_heads_interleaved(t):
-    return t.permute(0, 2, 3, 1).flatten(2)
-
-
-def merge_transposes_last_two(t):
-    B, H, L, d = t.shape
-    return t.transpose(2, 3).reshape(B, L, -1)
-
-
-def merge_stacks_tokens(t):
-    return t.flatten(1, 2)
-
-
 # --- 03.forward --------------------------------------------------------------------------------
 
 def _heads(t, h):
@@ -502,6 +452,89 @@ def mha_k_v_swapped(x, context, layer, context_mask):
 def mha_averaged_weights(x, context, layer, context_mask):
     mha = _mha_from(layer, x.dtype)
     return mha(x, context, context, key_padding_mask=~context_mask)
+
+
+# --- 03.gated_block ---------------------------------------------------------------------------
+
+class GatedOpenAtStart(nn.Module):
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__()
+        self.norm = nn.LayerNorm(query_dim)
+        self.attention = MultiHeadCrossAttention(query_dim, context_dim, num_heads)
+        self.gate = nn.Parameter(torch.randn(1))  # a random start, not a closed gate
+
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.attention(self.norm(x), context, context_mask)
+
+
+class GatedBase(nn.Module):
+    """A learner's block with a closed gate; the subclasses below each change one line of forward."""
+
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__()
+        self.norm = nn.LayerNorm(query_dim)
+        self.attention = MultiHeadCrossAttention(query_dim, context_dim, num_heads)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+
+class GatedSigmoid(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.sigmoid(self.gate) * self.attention(self.norm(x), context, context_mask)
+
+
+class GatedRaw(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return x + self.gate * self.attention(self.norm(x), context, context_mask)
+
+
+class GatedWithoutGate(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return x + self.attention(self.norm(x), context, context_mask)
+
+
+class GatedWholeSum(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return torch.tanh(self.gate) * (x + self.attention(self.norm(x), context, context_mask))
+
+
+class GatedNoResidual(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return self.gate.tanh() * self.attention(self.norm(x), context, context_mask)
+
+
+class GatedResidualFromNormed(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        h = self.norm(x)
+        return h + torch.tanh(self.gate) * self.attention(h, context, context_mask)
+
+
+class GatedPostNorm(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return self.norm(x + torch.tanh(self.gate) * self.attention(x, context, context_mask))
+
+
+class GatedNoNorm(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.attention(x, context, context_mask)
+
+
+class GatedNormsContext(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.attention(self.norm(x), self.norm(context), context_mask)
+
+
+class GatedDropsMask(GatedBase):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.attention(self.norm(x), context)
+
+
+class GatedOnesAtStart(GatedBase):
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__(query_dim, context_dim, num_heads)
+        self.gate = nn.Parameter(torch.ones(()))
+
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.attention(self.norm(x), context, context_mask)
 
 
 # --- 04.online_update --------------------------------------------------------------------------
@@ -1184,19 +1217,6 @@ LEARNER_MISTAKES = {
         "normalised the context instead of x": block_normalises_context,
         "context_mask not passed on": block_drops_mask,
     },
-    "03.split_heads": {
-        "viewed as (B, num_heads, L, head_dim) without a transpose": split_view_only,
-        "heads interleaved: each head takes every num_heads-th feature": split_interleaved,
-        "transposed the last two axes instead of the tokens and the heads": split_transposes_last_two,
-        "num_heads and head_dim swapped in the view": split_sizes_swapped,
-    },
-    "03.merge_heads": {
-        "heads merged in the wrong order: reshaped without moving the head axis back": merge_reshape_without_transpose,
-        ".view after .transpose: the transposed tensor is not contiguous": merge_view_after_transpose,
-        "heads interleaved: each feature's heads side by side, not each head's features": merge_heads_interleaved,
-        "transposed the last two axes instead of the heads and the tokens": merge_transposes_last_two,
-        "heads stacked along the tokens axis": merge_stacks_tokens,
-    },
     "03.forward": {
         "no 1/√head_dim scaling": forward_unscaled,
         "scaled by √(num_heads * head_dim) instead of √head_dim": forward_by_inner_dim,
@@ -1216,6 +1236,19 @@ LEARNER_MISTAKES = {
         "to_q.weight copied transposed": mha_q_transposed,
         "to_k and to_v swapped": mha_k_v_swapped,
         "weights averaged over the heads (average_attn_weights=True)": mha_averaged_weights,
+    },
+    "03.gated_block": {
+        "the gate does not start closed: a new block must return x unchanged": GatedOpenAtStart,
+        "sigmoid instead of tanh: sigmoid(0) = 1/2, so the gate starts half open": GatedSigmoid,
+        "the raw gate multiplies the update, without tanh": GatedRaw,
+        "no gate: the update is added at full strength": GatedWithoutGate,
+        "the gate also scales the residual: tanh(gate) · (x + update)": GatedWholeSum,
+        "forgot the residual: y = tanh(gate) · update": GatedNoResidual,
+        "residual added to the normalised stream": GatedResidualFromNormed,
+        "the layer norm applied to the output (post-norm), not to the attention's input": GatedPostNorm,
+        "no layer norm before the attention": GatedNoNorm,
+        "the context normalised with x's layer norm": GatedNormsContext,
+        "context_mask not passed on": GatedDropsMask,
     },
     "04.online_update": {
         "forgot to rescale acc by α": update_acc_not_rescaled,
@@ -1345,7 +1378,7 @@ LEARNER_MISTAKES.update(LEARNER_MISTAKES_02B)
 # Other ways to make a catalogued mistake, which must get the same name.
 VARIANTS = [
     ("01.masked_attention", "a query that may see no key gets NaN", masked_renormalised),
-    ("03.merge_heads", ".view after .transpose: the transposed tensor is not contiguous", merge_view_after_permute),
+    ("03.gated_block", "the gate does not start closed: a new block must return x unchanged", GatedOnesAtStart),
     ("03.mha_mask", "key_padding_mask not inverted (it means True = ignore)", mha_mask_not_inverted_copy),
     ("04.online_update", "NaN on a row whose keys so far are all masked", update_guards_alpha_only),
     ("05.nearest_code", "the largest dot product z · e_k instead of the smallest distance (or ‖e_k‖² left out of "

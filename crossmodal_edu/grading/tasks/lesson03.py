@@ -1,13 +1,13 @@
-r"""Exercises 03 · Cross-attention in PyTorch: split the heads -> merge them back -> the module's
-forward pass from its four ``nn.Linear`` layers -> (predict) how many parameters it has -> a mask
-that crosses over to ``nn.MultiheadAttention`` correctly.
+r"""Exercises 03 · Cross-attention in PyTorch: the module's forward pass from its four ``nn.Linear``
+layers -> (predict) how many parameters it has -> a mask that crosses over to
+``nn.MultiheadAttention`` correctly -> Flamingo's gated residual block, an ``nn.Module`` whose gate
+starts closed.
 
 Inputs are float64 tensors (and float64 ``nn.Linear`` layers), so that answers are compared with
 the package to float64 rounding. Building a case never touches the learner's torch random state.
 
 Solutions: solutions/03_cross_attention_in_pytorch.ipynb. References: crossmodal_edu/torch_attention.py
-(``MultiHeadCrossAttention``) and the NumPy ``split_heads`` / ``merge_heads`` of
-crossmodal_edu/numpy_attention.py.
+(``MultiHeadCrossAttention``, and ``CrossAttentionBlock(gated=True)`` for the gated block).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from crossmodal_edu.grading.tasks.properties import (
     has_shapes,
     sums_to_one,
 )
-from crossmodal_edu.torch_attention import MultiHeadCrossAttention
+from crossmodal_edu.torch_attention import CrossAttentionBlock, MultiHeadCrossAttention
 
 
 def tensor(array: np.ndarray) -> torch.Tensor:
@@ -56,164 +56,15 @@ def _padding(rng: np.random.Generator, B: int, Lk: int, full_first: bool = False
     return tensor(np_reference.padding_mask(lengths, Lk))
 
 
-# ---------------------------------------------------------------------------------------------
-# 03.split_heads
-# ---------------------------------------------------------------------------------------------
-
-
-def _split_cases(rng: np.random.Generator) -> list[Case]:
-    cases = []
-    for note in ("", "other sizes"):
-        B, L, H, hd = distinct(rng, 4, 2, 7)
-        cases.append(Case({"t": tensor(rng.normal(size=(B, L, H * hd)))}, {"num_heads": H}, note=note))
-    return cases
-
-
-def _split_reference(t, num_heads):
-    return tensor(np_reference.split_heads(to_numpy(t), num_heads))
-
-
 def _split_view_only(t, num_heads):
     B, L, D = t.shape
     return t.view(B, num_heads, L, D // num_heads)
-
-
-def _split_interleaved(t, num_heads):
-    B, L, D = t.shape
-    return t.view(B, L, D // num_heads, num_heads).permute(0, 3, 1, 2)
-
-
-def _split_last_two(t, num_heads):
-    B, L, D = t.shape
-    return t.view(B, L, num_heads, D // num_heads).transpose(-1, -2)
-
-
-def _split_sizes_swapped(t, num_heads):
-    B, L, D = t.shape
-    return t.view(B, L, D // num_heads, num_heads).transpose(1, 2)
-
-
-def _split_shapes(case: Case):
-    B, L, D = case.inputs["t"].shape
-    H = case.options["num_heads"]
-    return ((B, H, L, D // H),)
-
-
-SPLIT_HEADS = FunctionTask(
-    id="03.split_heads",
-    title="Split the heads",
-    points=2,
-    name="split_heads",
-    signature="split_heads(t, num_heads) -> (B, num_heads, L, head_dim)",
-    cases=_split_cases,
-    reference=_split_reference,
-    outputs=("heads",),
-    properties=(has_shapes(_split_shapes, "(B, num_heads, L, head_dim)"),),
-    mistakes=(
-        Mistake("viewed as (B, num_heads, L, head_dim) without a transpose",
-                "a view only re-reads the same memory: (B, num_heads, L, head_dim) cut straight from "
-                "(B, L, num_heads * head_dim) mixes tokens into heads. View as (B, L, num_heads, head_dim), "
-                "then .transpose(1, 2).", _split_view_only),
-        Mistake("heads interleaved: each head takes every num_heads-th feature",
-                "head 0 is the first head_dim features, head 1 the next head_dim, and so on: view as "
-                "(B, L, num_heads, head_dim), heads first, not (B, L, head_dim, num_heads).",
-                _split_interleaved),
-        Mistake("transposed the last two axes instead of the tokens and the heads",
-                "after .view(B, L, num_heads, head_dim) swap axes 1 (tokens) and 2 (heads): .transpose(1, 2).",
-                _split_last_two),
-        Mistake("num_heads and head_dim swapped in the view",
-                "view as (B, L, num_heads, head_dim): num_heads comes first, and head_dim = width // num_heads.",
-                _split_sizes_swapped),
-    ),
-)
-
-# ---------------------------------------------------------------------------------------------
-# 03.merge_heads
-# ---------------------------------------------------------------------------------------------
-
-
-def _merge_cases(rng: np.random.Generator) -> list[Case]:
-    B, H, L, hd = distinct(rng, 4, 2, 7)
-    B1, L1, hd1 = distinct(rng, 3, 2, 7)
-    return [
-        Case({"t": tensor(rng.normal(size=(B, H, L, hd)))}),
-        # One head: the only shape on which .view after .transpose runs, so that it can be named.
-        Case({"t": tensor(rng.normal(size=(B1, 1, L1, hd1)))}, note="one head"),
-    ]
-
-
-def _merge_reference(t):
-    return tensor(np_reference.merge_heads(to_numpy(t)))
 
 
 def _merge_reshape_only(t):
     B, H, L, hd = t.shape
     return t.reshape(B, L, H * hd)
 
-
-def _merge_view_after_transpose(t):
-    B, H, L, hd = t.shape
-    return t.transpose(1, 2).view(B, L, H * hd)
-
-
-def _merge_interleaved(t):
-    B, H, L, hd = t.shape
-    return t.permute(0, 2, 3, 1).reshape(B, L, H * hd)
-
-
-def _merge_last_two(t):
-    B, H, L, hd = t.shape
-    return t.transpose(-1, -2).reshape(B, L, H * hd)
-
-
-def _merge_along_tokens(t):
-    B, H, L, hd = t.shape
-    return t.reshape(B, H * L, hd)
-
-
-def _merge_undoes_split(fn, case, outputs):
-    B, H, L, hd = case.inputs["t"].shape
-    original = tensor(np.random.default_rng(0).normal(size=(B, L, H * hd)))
-    back = to_numpy(fn(_split_reference(original, H)))
-    if back.shape != original.shape or not np.allclose(back, to_numpy(original)):
-        return "merge_heads(split_heads(t, num_heads)) does not give t back"
-    return None
-
-
-MERGE_HEADS = FunctionTask(
-    id="03.merge_heads",
-    title="Merge the heads",
-    points=2,
-    name="merge_heads",
-    signature="merge_heads(t) -> (B, L, num_heads * head_dim)",
-    cases=_merge_cases,
-    reference=_merge_reference,
-    outputs=("merged",),
-    properties=(
-        has_shapes(lambda c: ((c.inputs["t"].shape[0], c.inputs["t"].shape[2],
-                               c.inputs["t"].shape[1] * c.inputs["t"].shape[3]),),
-                   "(B, L, num_heads * head_dim)"),
-        Property("merge_heads must undo split_heads", _merge_undoes_split),
-    ),
-    mistakes=(
-        Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
-                "t is (B, num_heads, L, head_dim): .transpose(1, 2) to (B, L, num_heads, head_dim) first, "
-                "then reshape; a reshape alone mixes tokens across heads.", _merge_reshape_only),
-        Mistake(".view after .transpose: the transposed tensor is not contiguous",
-                "a transpose only changes the strides, and .view needs memory in order: use "
-                ".reshape(B, L, num_heads * head_dim), or .contiguous().view(...).",
-                _merge_view_after_transpose),
-        Mistake("heads interleaved: each feature's heads side by side, not each head's features",
-                "the merged width is head after head, [head 0 | head 1 | ...]: bring the tokens forward "
-                "with .transpose(1, 2), to (B, L, num_heads, head_dim), not the features before the heads.",
-                _merge_interleaved),
-        Mistake("transposed the last two axes instead of the heads and the tokens",
-                "swap axes 1 (heads) and 2 (tokens): .transpose(1, 2).", _merge_last_two),
-        Mistake("heads stacked along the tokens axis",
-                "the heads go side by side in the feature axis: (B, L, num_heads * head_dim).",
-                _merge_along_tokens),
-    ),
-)
 
 # ---------------------------------------------------------------------------------------------
 # 03.forward
@@ -398,11 +249,11 @@ FORWARD = FunctionTask(
         Mistake("keys and values projected from x (self-attention), not from the context",
                 "only the queries come from x: k = to_k(context), v = to_v(context).", _fw_kv_from_x),
         Mistake("heads split without a transpose",
-                "view as (B, L, num_heads, head_dim), then .transpose(1, 2): your split_heads from task 1.",
+                "view as (B, L, num_heads, head_dim), then .transpose(1, 2), as lesson 02's split_heads does.",
                 _fw_split_view_only),
         Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
-                "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape: your merge_heads "
-                "from task 2.", _fw_merge_reshape_only),
+                "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape, as lesson 02's "
+                "merge_heads does.", _fw_merge_reshape_only),
     ),
 )
 
@@ -566,4 +417,200 @@ MHA_MASK = FunctionTask(
     planted="key_padding_mask not inverted (it means True = ignore)",
 )
 
-TASKS = (SPLIT_HEADS, MERGE_HEADS, FORWARD, PARAMETERS, MHA_MASK)
+# ---------------------------------------------------------------------------------------------
+# 03.gated_block (write an nn.Module)
+# ---------------------------------------------------------------------------------------------
+
+
+def _layer_norm(rng: np.random.Generator, width: int) -> nn.LayerNorm:
+    """A float64 ``nn.LayerNorm`` with weights and biases away from 1 and 0, so that normalising
+    with its affine part, without it, or the wrong tensor all give different numbers."""
+    norm = nn.LayerNorm(width, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.copy_(tensor(1.0 + 0.4 * rng.normal(size=width)))
+        norm.bias.copy_(tensor(0.3 * rng.normal(size=width)))
+    return norm
+
+
+def _gated_case(rng, B, Lq, Lk, query_dim, context_dim, H, masked, note):
+    with torch.random.fork_rng(devices=[]):
+        attention = MultiHeadCrossAttention(query_dim, context_dim, H).double()
+    with torch.no_grad():
+        inner = attention.to_q.out_features
+        for name, n_in, n_out in (("to_q", query_dim, inner), ("to_k", context_dim, inner),
+                                  ("to_v", context_dim, inner), ("to_out", inner, query_dim)):
+            getattr(attention, name).load_state_dict(_linear(rng, n_in, n_out).state_dict())
+    # A gate the training would have opened, away from 0 (where tanh, sigmoid - 1/2 and the raw
+    # value part) and from saturation, positive or negative.
+    gate = float(rng.choice([-1, 1]) * rng.uniform(0.4, 1.2))
+    weights = {"norm": _layer_norm(rng, query_dim).state_dict(), "attention": attention.state_dict(),
+               "gate": torch.tensor(gate, dtype=torch.float64)}
+    # Shifted, scaled streams, so that a layer norm in the wrong place shows.
+    return Case({"x": tensor(2.0 + 1.5 * rng.normal(size=(B, Lq, query_dim))),
+                 "context": tensor(-1.0 + 2.0 * rng.normal(size=(B, Lk, context_dim))),
+                 "context_mask": _padding(rng, B, Lk) if masked else None,
+                 "num_heads": H, "trained weights": weights},
+                note=f"query_dim = {query_dim}, context_dim = {context_dim}, num_heads = {H}, "
+                     f"trained gate = {gate:.2f}; {note}")
+
+
+def _gated_cases(rng: np.random.Generator) -> list[Case]:
+    def sizes():
+        H = int(rng.choice([1, 2]))
+        query_dim, context_dim = (int(H * w) for w in rng.choice(np.arange(2, 6), size=2, replace=False))
+        Lq, Lk = distinct(rng, 2, 2, 7)
+        return Lq, Lk, query_dim, context_dim, H
+
+    Lq, Lk, query_dim, context_dim, H = sizes()
+    Lq2, Lk2, query_dim2, context_dim2, H2 = sizes()
+    return [
+        _gated_case(rng, int(rng.integers(2, 4)), Lq, Lk, query_dim, context_dim, H, True, "padded captions"),
+        # query_dim = context_dim only here: the one case on which x's norm applied to the context runs.
+        _gated_case(rng, 2, Lq2, Lk2, query_dim2, query_dim2, H2, False, "query_dim = context_dim, no mask"),
+    ]
+
+
+def _gated_harness(cls):
+    """Build the learner's block (it must start as the identity), then give it the case's trained
+    weights and gate, and run it. Returns ``(y, starts closed)``: the output with the trained
+    weights, and 1.0 if the freshly built block returned ``x`` exactly, else 0.0."""
+
+    def run(x, context, context_mask, num_heads, weights):
+        with torch.random.fork_rng(devices=[]):  # its init must not draw from the learner's torch RNG
+            torch.manual_seed(0)
+            block = cls(x.shape[-1], context.shape[-1], num_heads)
+        missing = [name for name in ("norm", "attention", "gate") if not hasattr(block, name)]
+        if missing:
+            raise AttributeError(f"the block needs the attributes norm, attention and gate; it has no "
+                                 f"{', '.join(missing)}")
+        block = block.double()
+        with torch.no_grad():
+            fresh = block(x, context, context_mask)
+            starts_closed = torch.tensor(float(isinstance(fresh, torch.Tensor) and torch.equal(fresh, x)))
+            block.norm.load_state_dict(weights["norm"])
+            block.attention.load_state_dict(weights["attention"])
+            if isinstance(block.gate, torch.Tensor):
+                block.gate.copy_(weights["gate"].expand_as(block.gate))
+            else:
+                block.gate = float(weights["gate"])
+            return block(x, context, context_mask), starts_closed
+
+    return run
+
+
+class _GatedReference(nn.Module):
+    """The package's gated block, ``CrossAttentionBlock(gated=True)``, with its MLP's gate kept at 0:
+    then it is exactly ``x + tanh(gate) * attention(norm(x), context)``."""
+
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__()
+        self.block = CrossAttentionBlock(query_dim, context_dim, num_heads, gated=True)
+        self.norm, self.attention, self.gate = self.block.norm1, self.block.attention, self.block.attn_gate
+
+    def forward(self, x, context, context_mask=None):
+        return self.block(x, context, context_mask)
+
+
+def _gated_reference(*args):
+    """The reference answer. Called as the learner's class is, ``(query_dim, context_dim, num_heads)``,
+    it builds the package's block; called with a case's inputs (as the catalogue's generic tests call
+    every reference), it returns what the harness returns for that block."""
+    if len(args) == 3 and all(isinstance(a, int) for a in args):
+        return _GatedReference(*args)
+    return _gated_harness(_GatedReference)(*args)
+
+
+def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=True, norm_out=False,
+                   residual="x", gate_all=False, pass_mask=True):
+    """A learner's block with one thing wrong: the gate's initial value, the function that
+    squashes it, which tensors are normalised, what the update is added to, whether the gate
+    also scales the residual, and whether the mask reaches the attention."""
+
+    class Block(nn.Module):
+        def __init__(self, query_dim, context_dim, num_heads):
+            super().__init__()
+            self.norm = nn.LayerNorm(query_dim)
+            self.attention = MultiHeadCrossAttention(query_dim, context_dim, num_heads)
+            self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+
+        def forward(self, x, context, context_mask=None):
+            h = self.norm(x) if norm_x else x
+            source = self.norm(context) if norm_context else context
+            update = self.attention(h, source, context_mask if pass_mask else None)
+            gate = 1.0 if squash is None else squash(self.gate)
+            base = {"x": x, "normed": self.norm(x), "none": torch.zeros_like(x)}[residual]
+            y = gate * (base + update) if gate_all else base + gate * update
+            return self.norm(y) if norm_out else y
+
+    return Block
+
+
+def _gate_raw(g):
+    return g
+
+
+def _gated_shapes(case: Case):
+    return (tuple(case.inputs["x"].shape), ())
+
+
+def _starts_closed(fn, case, outputs):
+    if outputs[1] != 1.0:
+        return "a block just built (gate at its initial value) does not return x exactly"
+    return None
+
+
+GATED_BLOCK = FunctionTask(
+    id="03.gated_block",
+    title="The gated block (Flamingo)",
+    points=3,
+    name="GatedCrossAttention",
+    signature="GatedCrossAttention(query_dim, context_dim, num_heads): an nn.Module with .norm, .attention "
+              "and .gate, whose forward(x, context, context_mask=None) returns y (B, Lq, query_dim)",
+    cases=_gated_cases,
+    reference=_gated_reference,
+    outputs=("y", "starts as the identity"),
+    harness=_gated_harness,
+    unreported=("starts as the identity",),
+    properties=(
+        has_shapes(_gated_shapes, "y like x (B, Lq, query_dim)"),
+        Property("a new block must be the identity: its gate starts closed", _starts_closed),
+    ),
+    mistakes=(
+        Mistake("the gate does not start closed: a new block must return x unchanged",
+                "initialise the gate at 0, self.gate = nn.Parameter(torch.zeros(())), so that tanh(gate) = 0 "
+                "and the block inserted into a trained network changes nothing until training opens it.",
+                _gated_mistake(gate_init=1.0)),
+        Mistake("sigmoid instead of tanh: sigmoid(0) = 1/2, so the gate starts half open",
+                "Flamingo squashes the gate with tanh, which is 0 at 0 (closed) and can open either way, "
+                "to -1 or 1: torch.tanh(self.gate).", _gated_mistake(squash=torch.sigmoid)),
+        Mistake("the raw gate multiplies the update, without tanh",
+                "squash the gate, torch.tanh(self.gate): it keeps the update's scale within ±1 however far "
+                "training pushes the gate.", _gated_mistake(squash=_gate_raw)),
+        Mistake("no gate: the update is added at full strength",
+                "multiply the attention's output by torch.tanh(self.gate) before adding it to x.",
+                _gated_mistake(squash=None)),
+        Mistake("the gate also scales the residual: tanh(gate) · (x + update)",
+                "only the new branch is gated: y = x + tanh(gate) · attention(norm(x), context). The "
+                "residual x passes through untouched.", _gated_mistake(gate_all=True)),
+        Mistake("forgot the residual: y = tanh(gate) · update",
+                "add the gated update to the stream: y = x + tanh(gate) · attention(norm(x), context).",
+                _gated_mistake(residual="none")),
+        Mistake("residual added to the normalised stream",
+                "add the update to x itself, not to norm(x): the stream keeps its own scale.",
+                _gated_mistake(residual="normed")),
+        Mistake("the layer norm applied to the output (post-norm), not to the attention's input",
+                "this block normalises first: y = x + tanh(gate) · attention(norm(x), context), and leaves "
+                "the sum unnormalised (then a closed gate returns x exactly).",
+                _gated_mistake(norm_x=False, norm_out=True)),
+        Mistake("no layer norm before the attention",
+                "normalise the stream that asks: attention(self.norm(x), context, context_mask).",
+                _gated_mistake(norm_x=False)),
+        Mistake("the context normalised with x's layer norm",
+                "self.norm belongs to the query stream x (its width is query_dim); the context comes from "
+                "another model and is passed as it is.", _gated_mistake(norm_context=True)),
+        Mistake("context_mask not passed on",
+                "pass context_mask to the attention, or padded words take part.", _gated_mistake(pass_mask=False)),
+    ),
+)
+
+TASKS = (FORWARD, PARAMETERS, MHA_MASK, GATED_BLOCK)
