@@ -1,0 +1,234 @@
+"""A sandbox for each learner's kernel: what it may see, write, use, and whom it may signal.
+
+The class grader starts every kernel through :func:`kernel_argv`. Two levels of protection exist,
+and the grader reports which one was in force (:func:`protection`):
+
+``bubblewrap`` (Linux, with ``bwrap`` installed: Debian/Ubuntu ``apt-get install bubblewrap``)
+    the kernel runs in new mount, PID, network, IPC and UTS namespaces. It sees only the system's
+    libraries, this Python, a *read-only copy* of the course package (no ``solutions/``, no hidden
+    tests, not the instructor's checkout) and its own folder, the only place it can write. It has no
+    network, cannot see or signal any process outside (its ``/proc`` is its own), and everything it
+    starts dies with it. If the grader runs as root, the kernel runs as an unprivileged user.
+
+``resource limits`` (anywhere else: macOS, Linux without bubblewrap)
+    the kernel runs in its own session (its own process group, killed as a whole at the end), in its
+    own folder, importing the same read-only copy of the package; if the grader runs as root, as an
+    unprivileged user, so that it cannot write the course's files or the other submissions. It *can*
+    still read what that user may read, use the network and signal that user's processes.
+
+Both apply the same resource limits: memory (address space), CPU time, file size, number of
+processes, no core files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pwd
+import resource
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+__all__ = ["Confinement", "confinement", "stage_package", "kernel_argv", "BUBBLEWRAP", "LIMITS_ONLY"]
+
+BUBBLEWRAP = "bubblewrap"
+LIMITS_ONLY = "resource limits"
+PACKAGE = Path(__file__).resolve().parents[1]  # crossmodal_edu/
+
+# Runs first in the kernel's process: the limits, a session of its own, a user of its own; then the kernel.
+_LAUNCH = r"""
+import json, os, resource, sys
+c = json.loads(sys.argv[1])
+for name, value in c["limits"].items():
+    try:
+        resource.setrlimit(getattr(resource, name), (value, value))
+    except (ValueError, OSError):
+        pass
+if c["setsid"]:
+    os.setsid()
+if c["uid"] is not None:
+    os.setgroups([])
+    os.setgid(c["gid"])
+    os.setuid(c["uid"])
+os.umask(0o077)
+os.execv(c["argv"][0], c["argv"] + sys.argv[2:])
+"""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """How kernels are confined on this machine: ``kind`` (:data:`BUBBLEWRAP` or :data:`LIMITS_ONLY`),
+    the user they run as (``None``: the grader's own), and what that leaves unprotected, in words."""
+
+    kind: str
+    uid: Optional[int]
+    gid: Optional[int]
+    why: str = ""
+
+    def describe(self) -> str:
+        user = "" if self.uid is None else f", as unprivileged user {pwd.getpwuid(self.uid).pw_name}"
+        if self.kind == BUBBLEWRAP:
+            return (f"bubblewrap: own mount, PID and network namespaces, read-only course copy{user}, "
+                    f"limits on memory, CPU time, file size and processes")
+        text = f"resource limits only{user} (own session, limits on memory, CPU time, file size and processes"
+        return text + f"; no file-system, network or process isolation: {self.why})"
+
+    def unprotected(self) -> list[str]:
+        """The attack families this confinement does not stop, for the report."""
+        if self.kind == BUBBLEWRAP:
+            return []
+        missing = ["network access", "reading files the kernel's user may read (solutions/, other submissions)",
+                   "signalling processes of the kernel's user"]
+        if self.uid is None:
+            missing.append("writing files the grader's user may write (the course, other submissions)")
+        return missing
+
+
+def _unprivileged() -> tuple[Optional[int], Optional[int]]:
+    """The user kernels run as: ``crossmodal-grader`` if it exists, else ``nobody``; ``None`` unless root."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None, None
+    for name in ("crossmodal-grader", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+            return entry.pw_uid, entry.pw_gid
+        except KeyError:
+            continue
+    return 65534, 65534
+
+
+def _read_only_binds() -> list[str]:
+    paths = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache", "/etc/ld.so.conf",
+             "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime", "/etc/passwd", "/etc/group",
+             "/etc/fonts", sys.base_prefix, sys.prefix, sys.exec_prefix]
+    seen, binds = set(), []
+    for path in paths:
+        real = os.path.realpath(path)
+        if path in seen or not os.path.exists(path):
+            continue
+        seen.add(path)
+        binds += ["--ro-bind", path, path]
+        if real != path and real not in seen and os.path.exists(real):  # /lib -> /usr/lib, and the like
+            seen.add(real)
+            binds += ["--ro-bind", real, real]
+    return binds
+
+
+def _parents(binds: list[str]) -> list[str]:
+    """Folders above the bound paths, made traversable (bwrap would copy the host's modes: /root is 0700)."""
+    targets = [binds[i + 2] for i in range(0, len(binds), 3)]
+    parents = sorted({str(p) for t in targets for p in Path(t).parents if str(p) != "/"}, key=len)
+    return [arg for p in parents for arg in ("--perms", "0755", "--dir", p)]
+
+
+def _bwrap_prefix(box: Path, lib: Path, uid: Optional[int], env: dict[str, str]) -> list[str]:
+    binds = _read_only_binds() + ["--ro-bind", str(lib), str(lib), "--bind", str(box), str(box)]
+    argv = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+            "--unshare-uts", "--unshare-cgroup-try", "--perms", "1777", "--tmpfs", "/tmp", *_parents(binds), *binds,
+            "--dev", "/dev", "--proc", "/proc", "--chdir", str(box), "--hostname", "sandbox", "--clearenv"]
+    if uid is None:
+        argv += ["--unshare-user"]
+    else:  # root: no user namespace, but the right to become the unprivileged user, and nothing else
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv + ["--"]
+
+
+def _environment(box: Path, lib: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = {"HOME": str(box), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYTHONPATH": str(lib),
+           "MPLCONFIGDIR": str(box / ".matplotlib"), "TMPDIR": str(box), "LANG": "C.UTF-8",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONNOUSERSITE": "1",
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    env.update(extra)
+    return env
+
+
+def _limits(memory_mb: int, cpu_seconds: int, file_mb: int, processes: int) -> dict[str, int]:
+    limits = {"RLIMIT_AS": memory_mb * 2**20, "RLIMIT_CPU": cpu_seconds, "RLIMIT_FSIZE": file_mb * 2**20,
+              "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024}
+    if sys.platform.startswith("linux"):  # on macOS the limit counts all of the user's processes
+        limits["RLIMIT_NPROC"] = processes
+    return {k: v for k, v in limits.items() if hasattr(resource, k)}
+
+
+def kernel_argv(confine: Confinement, box: Path, lib: Path, limits: Any,
+                env: Optional[dict[str, str]] = None) -> tuple[list[str], dict[str, str]]:
+    """The command that starts one learner's kernel (with ``{connection_file}`` for jupyter_client), and
+    the environment to start it with. ``box`` is the kernel's own folder, ``lib`` the staged package."""
+    environment = _environment(box, lib, env or {})
+    config = {"limits": _limits(getattr(limits, "memory_mb", 4096), getattr(limits, "cpu_seconds", 1800),
+                                getattr(limits, "file_mb", 256), getattr(limits, "processes", 256)),
+              "setsid": confine.kind != BUBBLEWRAP, "uid": confine.uid, "gid": confine.gid,
+              "argv": [sys.executable, "-m", "ipykernel_launcher"]}
+    launch = [sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(config), "-f", "{connection_file}"]
+    if confine.kind == BUBBLEWRAP:
+        return _bwrap_prefix(box, lib, confine.uid, environment) + launch, {}
+    return launch, environment
+
+
+def prepare_box(confine: Confinement, box: Path) -> None:
+    """Make ``box`` the kernel's own folder: empty, and writable by the user the kernel runs as."""
+    box.mkdir(mode=0o700)
+    if confine.uid is not None:
+        os.chown(box, confine.uid, confine.gid)
+
+
+@functools.lru_cache(maxsize=None)
+def confinement(wanted: str = "auto") -> Confinement:
+    """The strongest confinement this machine offers (``wanted``: ``auto``, ``bubblewrap`` or ``limits``)."""
+    uid, gid = _unprivileged()
+    if wanted == "limits":
+        return Confinement(LIMITS_ONLY, uid, gid, "chosen with --sandbox limits")
+    why = _bwrap_problem(uid)
+    if why is None:
+        return Confinement(BUBBLEWRAP, uid, gid)
+    if wanted == "bubblewrap":
+        raise RuntimeError(f"--sandbox bubblewrap was asked for, but {why}")
+    return Confinement(LIMITS_ONLY, uid, gid, why)
+
+
+def _bwrap_problem(uid: Optional[int]) -> Optional[str]:
+    """``None`` if a bubblewrap sandbox starts here, else why not."""
+    if not sys.platform.startswith("linux"):
+        return f"bubblewrap needs Linux, this is {sys.platform}"
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="crossmodal-bwrap-") as tmp:
+        box, lib = Path(tmp) / "box", Path(tmp) / "lib"
+        lib.mkdir()
+        os.chmod(tmp, 0o755)
+        prepare_box(Confinement(BUBBLEWRAP, uid, uid), box)
+        if uid is not None:
+            os.chown(box, uid, _unprivileged()[1])
+        config = {"limits": {}, "setsid": False, "uid": uid, "gid": _unprivileged()[1],
+                  "argv": [sys.executable, "-I", "-c", "import os; open('ok', 'w').write(str(os.getuid()))"]}
+        argv = _bwrap_prefix(box, lib, uid, {"PATH": "/usr/bin:/bin"}) + [
+            sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(config)]
+        try:
+            run = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"bubblewrap could not start ({error})"
+        if run.returncode != 0 or not (box / "ok").exists():
+            return f"bubblewrap could not start here: {(run.stderr or run.stdout).strip()[:200]}"
+    return None
+
+
+def stage_package(dest: Path) -> Path:
+    """A read-only copy of the course package under ``dest`` (what a kernel may import), returned as the
+    folder to put on its ``PYTHONPATH``. Compiled files are left out; nothing of ``solutions/`` is in it."""
+    lib = dest / "lib"
+    shutil.copytree(PACKAGE, lib / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for root, dirs, files in os.walk(lib):
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o444)
+        os.chmod(root, 0o555)
+    os.chmod(dest, 0o755)
+    return lib
