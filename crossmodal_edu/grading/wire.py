@@ -69,7 +69,7 @@ def _opaque_type(name: str) -> type:
 
 def _npy(array: np.ndarray) -> str:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.asarray(array), allow_pickle=False)  # (ascontiguousarray would make a 0-d array 1-d)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
