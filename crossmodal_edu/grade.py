@@ -134,6 +134,42 @@ def _lesson_of(nb: Optional[nbformat.NotebookNode], path: Path) -> tuple[Optiona
     return lesson, notes
 
 
+_INTERNALS = re.compile(r"crossmodal_edu\.grading\.(agent|judge|regrade|remote|wire|spec|runner|sandbox|tasks)"
+                        r"|\bgrading\s+import\s+.*\b(judge|get_task|all_tasks|tasks_for_lesson)\b"
+                        r"|\b(get_task|all_tasks|tasks_for_lesson|_SESSION|checked_answer)\b")
+
+
+def _copy_notes(nb: nbformat.NotebookNode, lesson: str, given: str) -> list[str]:
+    """Notes on code that uses the package's reference of a task of ``lesson``, or reaches into the grader's
+    own code, read from the notebook's source (lines the exercise notebook itself has, ``given``, excepted).
+    A heuristic that a determined learner can hide from; the kernel watches the calls too."""
+    lines = set(line.strip() for line in given.splitlines())
+    source = [line for c in nb.cells if c.get("cell_type") == "code" and isinstance(c.get("source"), str)
+              for line in c.source.splitlines() if line.strip() and line.strip() not in lines]
+    references = {}
+    for task in tasks_for_lesson(lesson):
+        reference = getattr(task, "reference", None)
+        if getattr(reference, "__module__", "").startswith("crossmodal_edu"):
+            references.setdefault(reference.__name__, task.id)
+    text = "\n".join(source)
+    aliases = set(re.findall(r"import\s+crossmodal_edu[\w.]*\s+as\s+(\w+)", text))
+    aliases |= set(re.findall(r"from\s+crossmodal_edu[\w.]*\s+import\s+\w+\s+as\s+(\w+)", text))
+    aliases |= set(re.findall(r"from\s+crossmodal_edu[\w.]*\s+import\s+(\w+)\s*$", text, flags=re.MULTILINE))
+    aliases.add("crossmodal_edu")
+    notes = []
+    for line in source:
+        if _INTERNALS.search(line):
+            notes.append(f"the notebook reaches into the grader's own code: `{line.strip()[:80]}`")
+            continue
+        for name, task_id in references.items():
+            imported = re.search(rf"from\s+crossmodal_edu[\w.]*\s+import\s+.*\b{name}\b", line)
+            used = re.search(rf"\b({'|'.join(map(re.escape, aliases))})(\.\w+)*\.{name}\b", line)
+            if imported or used:
+                notes.append(f"{task_id}: the notebook uses the package's reference `{name}`: "
+                             f"`{line.strip()[:80]}`")
+    return list(dict.fromkeys(notes))[:5]
+
+
 def _read_submission(path: Path, max_size: int) -> bytes:
     """The bytes of a submitted notebook, or a ``ValueError`` saying why it is not read: only a regular file
     (no link, device or FIFO) of at most ``max_size`` bytes."""
@@ -235,6 +271,13 @@ def grade_submission(path: Path, solutions_dir: Optional[Path], limits: Limits, 
             tasks, run_notes = run_and_regrade(nb, Path(tmp), lesson, seeds, hidden, limits, keep, name,
                                                imports, confine, lib)
         copied = [f"{t['task']}: {t['copied']}" for t in tasks if t.get("copied")]
+        exercise = (Path(solutions_dir).parent / "exercises") if solutions_dir is not None else None
+        given = ""
+        if exercise is not None:
+            found = next(iter(sorted(exercise.glob(f"{lesson}_*.ipynb"))), None)
+            if found is not None:
+                given = "\n".join(c.source for c in nbformat.read(found, as_version=4).cells if c.cell_type == "code")
+        copied += _copy_notes(nb, lesson, given)
         return _record(path, lesson, GRADED, notes + run_notes + copied, seeds, tasks, started, confine)
     except Exception as error:  # the batch goes on, whatever happened to this one
         why = f"the grader failed on this submission: {type(error).__name__}: {error}"

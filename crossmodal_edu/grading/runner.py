@@ -69,10 +69,10 @@ class _LimitedClient(NotebookClient):
     """nbclient with an output cap per cell, a sandboxed kernel, and a kernel that must stop when
     interrupted."""
 
-    def __init__(self, nb, max_output: int, confine: Confinement, box: Path, argv: list[str], **kwargs):
+    def __init__(self, nb, max_output: int, ids, box: Path, argv: list[str], **kwargs):
         super().__init__(nb, **kwargs)
         self.max_output = max_output
-        self.confine, self.box, self.argv = confine, box, argv
+        self.ids, self.box, self.argv = ids, box, argv
         self.sizes: dict[int, int] = {}
         self.truncated: set[int] = set()
         self.interrupted: set[int] = set()  # id() of the cells interrupted
@@ -82,8 +82,8 @@ class _LimitedClient(NotebookClient):
         specs.argv = self.argv
         self.km = _SandboxManager(kernel_name="python3", kernel_spec_manager=specs, transport="ipc",
                                   ip=str(self.box / "kernel"), connection_file=str(self.box / "kernel.json"))
-        if self.confine.uid is not None:
-            self.km.owner = (self.confine.uid, self.confine.gid)
+        if self.ids[0] is not None:
+            self.km.owner = self.ids
         return self.km
 
     def output(self, outs, msg, display_id, cell_index):
@@ -140,9 +140,9 @@ def _death(client: _LimitedClient) -> str:
 class _Session:
     """One sandboxed kernel: the learner's cells, then the judge's requests."""
 
-    def __init__(self, nb, box: Path, confine: Confinement, argv: list[str], env: dict[str, str], limits):
+    def __init__(self, nb, box: Path, confine: Confinement, argv: list[str], env: dict[str, str], limits, ids):
         self.nb, self.box, self.limits = nb, box, limits
-        self.client = _LimitedClient(nb, limits.max_output, confine, box, argv, timeout=limits.cell_timeout,
+        self.client = _LimitedClient(nb, limits.max_output, ids, box, argv, timeout=limits.cell_timeout,
                                      allow_errors=True, interrupt_on_timeout=True, record_timing=False,
                                      startup_timeout=limits.startup_timeout, iopub_timeout=2,
                                      resources={"metadata": {"path": str(box)}})
@@ -266,14 +266,16 @@ def run_and_regrade(nb: nbformat.NotebookNode, folder: Path, lesson: str, seeds:
         if not any(t.id not in records for t in tasks):
             break
         box = folder / f"kernel-{attempt}"
-        prepare_box(confine, box)
+        ids = confine.kernel_ids()
+        prepare_box(box, ids)
         argv, env = kernel_argv(confine, box, lib, limits,
-                                {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "PYTHONWARNINGS": "ignore"})
+                                {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "PYTHONWARNINGS": "ignore"},
+                                ids)
         run = copy.deepcopy(nb)
         for cell in run.cells:
             if cell.get("cell_type") == "code":
                 cell.outputs, cell.execution_count = [], None
-        session = _Session(run, box, confine, argv, env, limits)
+        session = _Session(run, box, confine, argv, env, limits, ids)
         pid, lost = None, None
         try:
             with session.client.setup_kernel(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):

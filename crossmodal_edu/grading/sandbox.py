@@ -8,12 +8,12 @@ and the grader reports which one was in force (:func:`protection`):
     libraries, this Python, a *read-only copy* of the course package (no ``solutions/``, no hidden
     tests, not the instructor's checkout) and its own folder, the only place it can write. It has no
     network, cannot see or signal any process outside (its ``/proc`` is its own), and everything it
-    starts dies with it. If the grader runs as root, the kernel runs as an unprivileged user.
+    starts dies with it. If the grader runs as root, each kernel runs as an unprivileged uid of its own.
 
 ``resource limits`` (anywhere else: macOS, Linux without bubblewrap)
     the kernel runs in its own session (its own process group, killed as a whole at the end), in its
     own folder, importing the same read-only copy of the package; if the grader runs as root, as an
-    unprivileged user, so that it cannot write the course's files or the other submissions. It *can*
+    unprivileged uid of its own, so that it cannot write the course's files or the other submissions. It *can*
     still read what that user may read, use the network and signal that user's processes.
 
 Both apply the same resource limits: memory (address space), CPU time, file size, number of
@@ -27,6 +27,7 @@ import json
 import os
 import pwd
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -70,8 +71,17 @@ class Confinement:
     gid: Optional[int]
     why: str = ""
 
+    def kernel_ids(self) -> tuple[Optional[int], Optional[int]]:
+        """The user and group one kernel runs as: when the grader is root, a fresh unprivileged uid of the
+        kernel's own (no two kernels share one, so none can signal another or use up its process limit);
+        else the grader's own (``None``)."""
+        if self.uid is None:
+            return None, None
+        uid = 2**20 + secrets.randbelow(2**20)
+        return uid, uid
+
     def describe(self) -> str:
-        user = "" if self.uid is None else f", as unprivileged user {pwd.getpwuid(self.uid).pw_name}"
+        user = "" if self.uid is None else ", as an unprivileged user of its own"
         if self.kind == BUBBLEWRAP:
             return (f"bubblewrap: own mount, PID and network namespaces, read-only course copy{user}, "
                     f"limits on memory, CPU time, file size and processes")
@@ -90,16 +100,14 @@ class Confinement:
 
 
 def _unprivileged() -> tuple[Optional[int], Optional[int]]:
-    """The user kernels run as: ``crossmodal-grader`` if it exists, else ``nobody``; ``None`` unless root."""
+    """``nobody``'s ids if the grader runs as root (kernels then drop to a uid of their own), else ``None``."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return None, None
-    for name in ("crossmodal-grader", "nobody"):
-        try:
-            entry = pwd.getpwnam(name)
-            return entry.pw_uid, entry.pw_gid
-        except KeyError:
-            continue
-    return 65534, 65534
+    try:
+        entry = pwd.getpwnam("nobody")
+        return entry.pw_uid, entry.pw_gid
+    except KeyError:
+        return 65534, 65534
 
 
 def _read_only_binds() -> list[str]:
@@ -157,14 +165,17 @@ def _limits(memory_mb: int, cpu_seconds: int, file_mb: int, processes: int) -> d
     return {k: v for k, v in limits.items() if hasattr(resource, k)}
 
 
-def kernel_argv(confine: Confinement, box: Path, lib: Path, limits: Any,
-                env: Optional[dict[str, str]] = None) -> tuple[list[str], dict[str, str]]:
+def kernel_argv(confine: Confinement, box: Path, lib: Path, limits: Any, env: Optional[dict[str, str]] = None,
+                ids: tuple[Optional[int], Optional[int]] = (None, None)) -> tuple[list[str], dict[str, str]]:
     """The command that starts one learner's kernel (with ``{connection_file}`` for jupyter_client), and
-    the environment to start it with. ``box`` is the kernel's own folder, ``lib`` the staged package."""
+    the environment to start it with. ``box`` is the kernel's own folder, ``lib`` the staged package,
+    ``ids`` the user and group it runs as (:meth:`Confinement.kernel_ids`)."""
     environment = _environment(box, lib, env or {})
-    config = {"limits": _limits(getattr(limits, "memory_mb", 4096), getattr(limits, "cpu_seconds", 1800),
-                                getattr(limits, "file_mb", 256), getattr(limits, "processes", 256)),
-              "setsid": confine.kind != BUBBLEWRAP, "uid": confine.uid, "gid": confine.gid,
+    limited = _limits(getattr(limits, "memory_mb", 4096), getattr(limits, "cpu_seconds", 1800),
+                      getattr(limits, "file_mb", 256), getattr(limits, "processes", 256))
+    if ids[0] is None and confine.kind != BUBBLEWRAP:  # the limit would count every process of the grader's user
+        limited.pop("RLIMIT_NPROC", None)
+    config = {"limits": limited, "setsid": confine.kind != BUBBLEWRAP, "uid": ids[0], "gid": ids[1],
               "argv": [sys.executable, "-m", "ipykernel_launcher"]}
     launch = [sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(config), "-f", "{connection_file}"]
     if confine.kind == BUBBLEWRAP:
@@ -172,11 +183,11 @@ def kernel_argv(confine: Confinement, box: Path, lib: Path, limits: Any,
     return launch, environment
 
 
-def prepare_box(confine: Confinement, box: Path) -> None:
-    """Make ``box`` the kernel's own folder: empty, and writable by the user the kernel runs as."""
+def prepare_box(box: Path, ids: tuple[Optional[int], Optional[int]] = (None, None)) -> None:
+    """Make ``box`` the kernel's own folder: empty, and writable only by the user the kernel runs as."""
     box.mkdir(mode=0o700)
-    if confine.uid is not None:
-        os.chown(box, confine.uid, confine.gid)
+    if ids[0] is not None:
+        os.chown(box, ids[0], ids[1])
 
 
 @functools.lru_cache(maxsize=None)
@@ -185,7 +196,7 @@ def confinement(wanted: str = "auto") -> Confinement:
     uid, gid = _unprivileged()
     if wanted == "limits":
         return Confinement(LIMITS_ONLY, uid, gid, "chosen with --sandbox limits")
-    why = _bwrap_problem(uid)
+    why = _bwrap_problem(uid, gid)
     if why is None:
         return Confinement(BUBBLEWRAP, uid, gid)
     if wanted == "bubblewrap":
@@ -193,7 +204,7 @@ def confinement(wanted: str = "auto") -> Confinement:
     return Confinement(LIMITS_ONLY, uid, gid, why)
 
 
-def _bwrap_problem(uid: Optional[int]) -> Optional[str]:
+def _bwrap_problem(uid: Optional[int], gid: Optional[int]) -> Optional[str]:
     """``None`` if a bubblewrap sandbox starts here, else why not."""
     if not sys.platform.startswith("linux"):
         return f"bubblewrap needs Linux, this is {sys.platform}"
@@ -205,10 +216,9 @@ def _bwrap_problem(uid: Optional[int]) -> Optional[str]:
         box, lib = Path(tmp) / "box", Path(tmp) / "lib"
         lib.mkdir()
         os.chmod(tmp, 0o755)
-        prepare_box(Confinement(BUBBLEWRAP, uid, uid), box)
-        if uid is not None:
-            os.chown(box, uid, _unprivileged()[1])
-        config = {"limits": {}, "setsid": False, "uid": uid, "gid": _unprivileged()[1],
+        ids = Confinement(BUBBLEWRAP, uid, gid).kernel_ids()
+        prepare_box(box, ids)
+        config = {"limits": {}, "setsid": False, "uid": ids[0], "gid": ids[1],
                   "argv": [sys.executable, "-I", "-c", "import os; open('ok', 'w').write(str(os.getuid()))"]}
         argv = _bwrap_prefix(box, lib, uid, {"PATH": "/usr/bin:/bin"}) + [
             sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(config)]
