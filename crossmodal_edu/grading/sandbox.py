@@ -22,6 +22,7 @@ processes, no core files.
 
 from __future__ import annotations
 
+import compileall
 import functools
 import json
 import os
@@ -176,7 +177,8 @@ def kernel_argv(confine: Confinement, box: Path, lib: Path, limits: Any, env: Op
     if ids[0] is None and confine.kind != BUBBLEWRAP:  # the limit would count every process of the grader's user
         limited.pop("RLIMIT_NPROC", None)
     config = {"limits": limited, "setsid": confine.kind != BUBBLEWRAP, "uid": ids[0], "gid": ids[1],
-              "argv": [sys.executable, "-m", "ipykernel_launcher"]}
+              # Plain tracebacks: IPython's default, with source context, takes minutes on a deep recursion.
+              "argv": [sys.executable, "-m", "ipykernel_launcher", "--InteractiveShell.xmode=Plain"]}
     launch = [sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(config), "-f", "{connection_file}"]
     if confine.kind == BUBBLEWRAP:
         return _bwrap_prefix(box, lib, confine.uid, environment) + launch, {}
@@ -236,6 +238,7 @@ def stage_package(dest: Path) -> Path:
     folder to put on its ``PYTHONPATH``. Compiled files are left out; nothing of ``solutions/`` is in it."""
     lib = dest / "lib"
     shutil.copytree(PACKAGE, lib / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    compileall.compile_dir(str(lib), quiet=2)  # once here, rather than in every kernel
     for root, dirs, files in os.walk(lib):
         for name in files:
             os.chmod(os.path.join(root, name), 0o444)
