@@ -155,9 +155,15 @@ def _call(request: dict[str, Any]) -> dict[str, Any]:
         with warnings.catch_warnings(), np.errstate(all="ignore"), \
                 contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
+            graph = contextlib.nullcontext()
+            if request.get("graph"):  # the judge will ask for gradients: record the graph, whatever the mode
+                import torch
+
+                graph = torch.enable_grad()
             sys.setprofile(watch)
             try:
-                value = run(*args, **kwargs)
+                with graph:
+                    value = run(*args, **kwargs)
             finally:
                 sys.setprofile(None)
     except KeyboardInterrupt:

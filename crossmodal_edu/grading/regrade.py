@@ -95,8 +95,8 @@ def grade_task(task: Task, channel: Channel, seeds: list[int], hidden: str = "",
             result = Result(task.id, task.title, FAILED, 0, task.points, "failed a hidden test",
                             [f"Hidden test: {failure}"])
     copied = found.get("copied") or getattr(answer, "copied", None)
-    record.update(status=result.status, points=result.points if result.points == task.points else 0,
-                  mistake=result.mistake, feedback=result.text())
+    record.update(status=result.status, points=task.points if result.passed else 0, mistake=result.mistake,
+                  feedback=result.text())
     if copied:
         record["copied"] = str(copied)[:300]
     return record

@@ -22,6 +22,7 @@ import secrets
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -232,7 +233,7 @@ def _read_reply(path: Path) -> Optional[dict[str, Any]]:
             pass
     try:
         return wire.loads_reply(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -242,13 +243,20 @@ def _task_record(task, seeds, status: str, why: str) -> dict[str, Any]:
             "feedback": f"✗ {task.id} · {task.title}: {status}: {why} (0/{task.points} points)"}
 
 
-def _kill_group(pid: Optional[int]) -> None:
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (OSError, ProcessLookupError):
-        pass
+def _kill_leftovers(pid: Optional[int], uid: Optional[int]) -> None:
+    """Without a PID namespace: kill the kernel's process group and, when it had a uid of its own, every
+    process of that uid (a process that started a session of its own, too)."""
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+    if uid is not None:
+        try:  # kill(-1) from that uid reaches all its processes, and nothing else
+            subprocess.run([sys.executable, "-I", "-S", "-c", "import os; os.kill(-1, 9)"], user=uid, group=uid,
+                           extra_groups=[], timeout=30, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            pass
 
 
 def run_and_regrade(nb: nbformat.NotebookNode, folder: Path, lesson: str, seeds: list[int],
@@ -319,7 +327,8 @@ def run_and_regrade(nb: nbformat.NotebookNode, folder: Path, lesson: str, seeds:
             notes.append(f"the kernel failed: {type(error).__name__}: {str(error)[:200]}")
             break
         finally:
-            _kill_group(pid)
+            if confine.kind != BUBBLEWRAP:
+                _kill_leftovers(pid, ids[0])
         if lost is None:
             break
     for task in tasks:

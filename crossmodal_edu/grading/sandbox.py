@@ -26,8 +26,6 @@ import compileall
 import functools
 import json
 import os
-import pwd
-import resource
 import secrets
 import shutil
 import subprocess
@@ -35,6 +33,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+try:  # POSIX only: without them (Windows) there is no sandbox, only the grader's own time limits
+    import pwd
+    import resource
+except ImportError:  # pragma: no cover
+    pwd = resource = None
 
 __all__ = ["Confinement", "confinement", "stage_package", "kernel_argv", "BUBBLEWRAP", "LIMITS_ONLY"]
 
@@ -51,7 +55,7 @@ for name, value in c["limits"].items():
         resource.setrlimit(getattr(resource, name), (value, value))
     except (ValueError, OSError):
         pass
-if c["setsid"]:
+if c["setsid"] and os.getsid(0) != os.getpid():  # jupyter_client may have made it a session leader already
     os.setsid()
 if c["uid"] is not None:
     os.setgroups([])
@@ -93,16 +97,16 @@ class Confinement:
         """The attack families this confinement does not stop, for the report."""
         if self.kind == BUBBLEWRAP:
             return []
-        missing = ["network access", "reading files the kernel's user may read (solutions/, other submissions)",
-                   "signalling processes of the kernel's user"]
+        missing = ["network access", "reading files the kernel's user may read (solutions/, other submissions)"]
         if self.uid is None:
-            missing.append("writing files the grader's user may write (the course, other submissions)")
+            missing += ["writing files the grader's user may write (the course, other submissions, the report)",
+                        "signalling the grader's processes"]
         return missing
 
 
 def _unprivileged() -> tuple[Optional[int], Optional[int]]:
     """``nobody``'s ids if the grader runs as root (kernels then drop to a uid of their own), else ``None``."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or pwd is None:
         return None, None
     try:
         entry = pwd.getpwnam("nobody")
@@ -163,7 +167,7 @@ def _limits(memory_mb: int, cpu_seconds: int, file_mb: int, processes: int) -> d
               "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024}
     if sys.platform.startswith("linux"):  # on macOS the limit counts all of the user's processes
         limits["RLIMIT_NPROC"] = processes
-    return {k: v for k, v in limits.items() if hasattr(resource, k)}
+    return {k: v for k, v in limits.items() if resource is not None and hasattr(resource, k)}
 
 
 def kernel_argv(confine: Confinement, box: Path, lib: Path, limits: Any, env: Optional[dict[str, str]] = None,
@@ -196,14 +200,26 @@ def prepare_box(box: Path, ids: tuple[Optional[int], Optional[int]] = (None, Non
 def confinement(wanted: str = "auto") -> Confinement:
     """The strongest confinement this machine offers (``wanted``: ``auto``, ``bubblewrap`` or ``limits``)."""
     uid, gid = _unprivileged()
-    if wanted == "limits":
-        return Confinement(LIMITS_ONLY, uid, gid, "chosen with --sandbox limits")
-    why = _bwrap_problem(uid, gid)
+    why = "chosen with --sandbox limits" if wanted == "limits" else _bwrap_problem(uid, gid)
     if why is None:
         return Confinement(BUBBLEWRAP, uid, gid)
     if wanted == "bubblewrap":
         raise RuntimeError(f"--sandbox bubblewrap was asked for, but {why}")
+    if uid is not None and not _runs_as(uid):
+        why += (f"; and this Python ({sys.executable}) cannot run as an unprivileged user (a folder above it "
+                f"is private), so kernels run as the grader's user")
+        uid = gid = None
     return Confinement(LIMITS_ONLY, uid, gid, why)
+
+
+def _runs_as(uid: int) -> bool:
+    """Can an unprivileged uid of a kernel's own start this Python and import NumPy?"""
+    try:
+        run = subprocess.run([sys.executable, "-c", "import numpy"], user=uid + 1, group=uid + 1, extra_groups=[],
+                             capture_output=True, timeout=120, cwd="/")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return run.returncode == 0
 
 
 def _bwrap_problem(uid: Optional[int], gid: Optional[int]) -> Optional[str]:
