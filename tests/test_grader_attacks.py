@@ -400,9 +400,8 @@ def test_an_answer_that_is_or_calls_the_reference_is_noted(attacked):
 
 
 def test_the_course_and_site_packages_are_unchanged_and_later_submissions_unaffected(attacked):
-    _needs(attacked["confine"], "writing")
+    _needs(attacked["confine"], "writing files the grader")
     assert attacked["course_after"] == attacked["course"]
-    assert not attacked["markers"], attacked["markers"]
     blank = attacked["records"]["zz_blank.ipynb"]
     assert (blank["points"], blank["max_points"]) == (0, 10)
     assert {t["status"] for t in blank["tasks"]} == {"not attempted"}
@@ -413,7 +412,7 @@ def test_the_course_and_site_packages_are_unchanged_and_later_submissions_unaffe
 
 
 def test_a_tampering_submission_gets_what_it_deserves_and_reaches_nothing(attacked):
-    _needs(attacked["confine"], "writing")
+    _needs(attacked["confine"], "writing files the grader")
     record = attacked["records"]["tamper.ipynb"]
     assert (record["status"], record["points"], record["max_points"]) == ("graded", 10, 10), record
     kept = nbformat.read(attacked["out"] / "kept" / next(
@@ -423,11 +422,16 @@ def test_a_tampering_submission_gets_what_it_deserves_and_reaches_nothing(attack
 
 
 def test_classmates_and_the_report_are_untouched_even_after_the_grader_exits(attacked):
-    _needs(attacked["confine"], "writing", "signalling")
+    _needs(attacked["confine"], "writing files the grader", "signalling")
     assert attacked["after"] == attacked["before"]
     assert attacked["reports_after"] == attacked["reports"]
     assert b"hacked" not in attacked["reports"]["grades.csv"]
     assert not attacked["strays"], attacked["strays"]
+
+
+def test_nothing_is_written_outside_the_kernels_folder(attacked):
+    _needs(attacked["confine"], "anyone may write")
+    assert not attacked["markers"], attacked["markers"]
 
 
 def test_nothing_is_left_in_the_temporary_folder(attacked):

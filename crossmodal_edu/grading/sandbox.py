@@ -97,7 +97,8 @@ class Confinement:
         """The attack families this confinement does not stop, for the report."""
         if self.kind == BUBBLEWRAP:
             return []
-        missing = ["network access", "reading files the kernel's user may read (solutions/, other submissions)"]
+        missing = ["network access", "reading files the kernel's user may read (solutions/, other submissions)",
+                   "writing where anyone may write (/tmp)"]
         if self.uid is None:
             missing += ["writing files the grader's user may write (the course, other submissions, the report)",
                         "signalling the grader's processes"]
