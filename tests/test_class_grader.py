@@ -1,7 +1,8 @@
 """The class grader on a folder of submissions: full, empty, buggy, looping and malformed ones.
 
-Each notebook runs in a fresh kernel on a temporary copy, within tiny time limits here; the report
-gives every submission a clear line, and no submission is modified.
+Each notebook runs in a fresh sandboxed kernel; the report gives every submission a clear line, and no
+submission is modified. The time limits are generous (a busy 2-core laptop must pass too): only the
+looping submission meets them, and it is reported as timed out, never as a silent zero.
 """
 import csv
 import hashlib
@@ -21,7 +22,7 @@ from crossmodal_edu.lessons import course_notebooks, notebook_id
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_01 = ROOT / "solutions" / "01_attention_in_numpy.ipynb"
 EXERCISE_01 = ROOT / "exercises" / "01_attention_in_numpy.ipynb"
-CELL_TIMEOUT = 4
+CELL_TIMEOUT = 15  # seconds; the loop costs two of these (its own check cell, then the regrade)
 
 
 def _edit(source: Path, target: Path, edits: dict) -> None:
@@ -68,8 +69,8 @@ def graded(tmp_path_factory):
     started = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "crossmodal_edu.grade", str(folder), "--out", str(out), "--jobs", "2",
-         "--cell-timeout", str(CELL_TIMEOUT), "--notebook-timeout", "30", "--seeds", "2", "--seed", "7"],
-        capture_output=True, text=True, timeout=240, cwd=ROOT)
+         "--cell-timeout", str(CELL_TIMEOUT), "--notebook-timeout", "120", "--seeds", "2", "--seed", "7"],
+        capture_output=True, text=True, timeout=420, cwd=ROOT)
     seconds = time.monotonic() - started
     records = {Path(r["submission"]).name: r for r in json.loads(out.with_suffix(".json").read_text())}
     with open(out, newline="") as f:
@@ -85,7 +86,7 @@ def _tasks(record):
 def test_the_batch_finishes_within_its_time_limits_and_reports_every_submission(graded):
     assert graded["run"].returncode == 0, graded["run"].stderr
     assert len(graded["records"]) == 9
-    assert graded["seconds"] < 180
+    assert graded["seconds"] < 400
     assert "wrote" in graded["run"].stdout
 
 
@@ -122,7 +123,7 @@ def test_a_buggy_submission_gets_named_mistakes_and_notes_on_its_broken_cells(gr
     assert "defines no `attention`" in tasks["01.attention"]["feedback"]
     assert tasks["01.masked_attention"]["status"] == "not attempted"  # still the code it was given
     notes = " | ".join(record["notes"])
-    assert "printed more than" in notes and "RuntimeError: I deleted attention" in notes
+    assert "printed more than" in notes and "RuntimeError in cell" in notes and "I deleted attention" in notes
 
 
 def test_hidden_tests_catch_what_the_public_checks_do_not(graded):
@@ -152,6 +153,12 @@ def test_a_malformed_notebook_gets_a_clear_line_and_does_not_stop_the_batch(grad
     record = graded["records"]["malformed.ipynb"]
     assert record["status"] == "not graded" and record["points"] == 0
     assert record["notes"][0].startswith("not a readable notebook: it is not valid JSON")
+
+
+def test_the_report_says_which_sandbox_the_kernels_ran_in(graded):
+    sandboxes = {r["sandbox"] for r in graded["records"].values()}
+    assert len(sandboxes) == 1 and sandboxes.pop().split(":")[0].split(" ")[0] in ("bubblewrap", "resource")
+    assert "kernels run in a sandbox:" in graded["run"].stdout
 
 
 def test_the_csv_has_points_and_feedback_per_task(graded):

@@ -13,8 +13,12 @@ Modules, one idea each:
 - :mod:`~crossmodal_edu.grading.judge`: run an answer, compare, diagnose;
 - :mod:`~crossmodal_edu.grading.result`: the result and the scoreboard, as HTML and text;
 - :mod:`~crossmodal_edu.grading.session`: ``check`` and ``scoreboard``, and what this kernel checked;
-- :mod:`~crossmodal_edu.grading.regrade`: the kernel side of the class grader
-  (``python -m crossmodal_edu.grade``).
+- the class grader (``python -m crossmodal_edu.grade``), in two rooms:
+  :mod:`~crossmodal_edu.grading.sandbox` confines each learner's kernel, where
+  :mod:`~crossmodal_edu.grading.agent` only evaluates their functions;
+  :mod:`~crossmodal_edu.grading.regrade` judges them from the grader's process, through
+  :mod:`~crossmodal_edu.grading.remote` handles, with :mod:`~crossmodal_edu.grading.wire` (plain data) between;
+  :mod:`~crossmodal_edu.grading.runner` runs the notebooks and the requests.
 
 The exercise notebooks are generated from ``solutions/`` by ``python -m crossmodal_edu.exercises build``.
 """

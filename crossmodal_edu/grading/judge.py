@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from crossmodal_edu.compare import to_numpy
+from crossmodal_edu.grading.remote import RemoteFunction
 from crossmodal_edu.grading.result import ERROR, FAILED, NOT_ATTEMPTED, PASSED, Result
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, PredictionTask, Task
 
@@ -211,6 +212,9 @@ def _where(error: BaseException, fn: Callable[..., Any]) -> str:
     """The learner's line the exception came from: ``line 3 of softmax: `return e / e.sum()` ``; when it
     came from a function of theirs that ``fn`` calls, ``your helper `scores`, line 2: `return q @ k`
     (called from line 4 of attention)``."""
+    remote = getattr(error, "remote_where", None)
+    if isinstance(remote, str):  # raised in the learner's kernel, which found the line there
+        return remote
     fn_code = getattr(fn, "__code__", None)
     if fn_code is None:
         return ""
@@ -294,7 +298,9 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
         return _result(task, FAILED, f"`{task.name}` should be a function {task.signature}, "
                                      f"but it is {_kind(fn)}", seed=seed)
     cases = task.cases(np.random.default_rng(seed))
-    run = task.run(fn)  # what is called and compared: fn, or the task's harness around it
+    # What is called and compared: fn, or the task's harness around it. A function in the learner's
+    # kernel (the class grader) goes through the harness there: the judge only sees what comes back.
+    run = fn if isinstance(fn, RemoteFunction) else task.run(fn)
     mine = [_call(run, case) for case in cases]
 
     stub = _not_implemented(mine)

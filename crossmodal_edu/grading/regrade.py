@@ -1,46 +1,56 @@
-"""The kernel side of the class grader: re-check one task in the learner's own kernel.
+"""The judge of the class grader: re-check one task of a submission, from outside its kernel.
 
-``python -m crossmodal_edu.grade`` runs a submission, then one cell per task that calls
-:func:`grade_task`. It finds the learner's answer (the one they last passed to ``check``, else the
-name the exercise asked for), checks it on the grader's seeds, runs the instructor's hidden tests,
-and appends one JSON line to a file the grader reads back.
+``python -m crossmodal_edu.grade`` runs a submission in a sandboxed kernel, then calls
+:func:`grade_task` once per task, in the grader's own (trusted) process. The learner's answer stays in the
+kernel: the judge holds a :class:`~crossmodal_edu.grading.remote.RemoteFunction` for it (or, for a
+prediction, the value, sent as plain data) and runs here everything that decides: the references, the
+comparisons, the catalogue of mistakes, the hidden tests and the points, which come from the task spec.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import contextlib
 import io
-import json
 import traceback
 from typing import Any, Optional
 
+from crossmodal_edu.grading import wire
 from crossmodal_edu.grading.judge import judge
+from crossmodal_edu.grading.remote import Channel, KernelLost, RemoteFunction
 from crossmodal_edu.grading.result import FAILED, Result
-from crossmodal_edu.grading.session import checked_answer
-from crossmodal_edu.grading.spec import FunctionTask
-from crossmodal_edu.grading.tasks import get_task
+from crossmodal_edu.grading.spec import FunctionTask, Task
 
-__all__ = ["grade_task", "MISSING"]
+__all__ = ["grade_task", "hidden_namespace", "MISSING"]
 
 MISSING = "missing"  # the notebook defines nothing under the task's name
 
 
-def _user_namespace() -> dict[str, Any]:
-    try:
-        from IPython import get_ipython
+def _names(code: str) -> set[str]:
+    """The global names a piece of code reads."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+    return names
 
-        shell = get_ipython()
-        if shell is not None:
-            return shell.user_ns
-    except ImportError:
-        pass
-    import __main__
 
-    return vars(__main__)
+def hidden_namespace(code: str, imports: str, channel: Channel) -> dict[str, Any]:
+    """Where the instructor's hidden tests run (here, in the judge): the solution notebook's imports, and
+    for every other name the tests read, the learner's function of that name, called in their kernel."""
+    namespace: dict[str, Any] = {"__name__": "hidden_tests"}
+    if imports.strip():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            exec(compile(imports, "<imports of the solution>", "exec"), namespace)
+    for name in _names(code):
+        if name not in namespace and not hasattr(builtins, name):
+            namespace[name] = RemoteFunction(channel, name=name)
+    return namespace
 
 
 def _hidden_failure(task_id: str, code: str, namespace: dict[str, Any]) -> Optional[str]:
-    """Run the hidden tests in the learner's namespace; ``None`` if they pass, else what failed."""
+    """Run the hidden tests; ``None`` if they pass, else what failed."""
     filename = f"<hidden tests of {task_id}>"
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -57,30 +67,36 @@ def _hidden_failure(task_id: str, code: str, namespace: dict[str, Any]) -> Optio
     return None
 
 
-def grade_task(task_id: str, seeds: list[int], hidden: str, out: str) -> None:
-    """Check task ``task_id`` on every seed, then its hidden tests; append the verdict to ``out``."""
-    task = get_task(task_id)
-    namespace = _user_namespace()
-    found, answer = checked_answer(task_id)
-    if not found and task.name in namespace:
-        found, answer = True, namespace[task.name]
+def grade_task(task: Task, channel: Channel, seeds: list[int], hidden: str = "",
+               imports: str = "") -> dict[str, Any]:
+    """Check ``task`` on every seed, then its hidden tests, against the answer in the kernel behind
+    ``channel``; the record of the class grader's report. Raises ``KernelTimeout`` or ``KernelLost``
+    when the kernel stops answering (the caller reports the task as timed out, or not graded)."""
     record: dict[str, Any] = {"task": task.id, "title": task.title, "points": 0,
                               "max_points": task.points, "mistake": None, "seeds": list(seeds)}
-    if not found:
+    found = channel({"op": "find", "task": task.id})
+    if not found.get("found"):
         record.update(status=MISSING, feedback=f"· {task.id} · {task.title}: missing: the notebook defines "
                                                f"no `{task.name}` (renamed or deleted?) (0/{task.points} points)")
+        return record
+    if found.get("callable"):
+        answer: Any = RemoteFunction(channel, task_id=task.id)
     else:
-        runs = seeds if isinstance(task, FunctionTask) else [None]
-        results = [judge(task, answer, seed) for seed in runs]
-        result: Result = next((r for r in results if not r.passed), results[0])
-        if result.passed and hidden.strip():
-            failure = _hidden_failure(task.id, hidden, namespace)
-            if failure:
-                result = Result(task.id, task.title, FAILED, 0, task.points, "failed a hidden test",
-                                [f"Hidden test: {failure}"])
-        record.update(status=result.status, points=result.points, mistake=result.mistake,
-                      feedback=result.text())
-    with open(out, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-    print(record["feedback"].splitlines()[0])
-
+        try:
+            answer = wire.decode(found.get("value"))
+        except (wire.WireError, ValueError, TypeError) as error:
+            raise KernelLost(f"the kernel sent an answer that is not plain data ({error})") from None
+    runs = seeds if isinstance(task, FunctionTask) else [None]
+    results = [judge(task, answer, seed) for seed in runs]
+    result: Result = next((r for r in results if not r.passed), results[0])
+    if result.passed and hidden.strip():
+        failure = _hidden_failure(task.id, hidden, hidden_namespace(hidden, imports, channel))
+        if failure:
+            result = Result(task.id, task.title, FAILED, 0, task.points, "failed a hidden test",
+                            [f"Hidden test: {failure}"])
+    copied = found.get("copied") or getattr(answer, "copied", None)
+    record.update(status=result.status, points=task.points if result.passed else 0, mistake=result.mistake,
+                  feedback=result.text())
+    if copied:
+        record["copied"] = str(copied)[:300]
+    return record

@@ -9,6 +9,10 @@
 
 This kernel remembers the latest result of every task (and what was checked), so the scoreboard can
 sum them and the class grader can re-check the very function the learner checked.
+
+These checks run in the learner's own kernel, with no sandbox (on Colab as locally): instant feedback,
+not a security boundary, since a learner can change what they say. The class grader
+(:mod:`crossmodal_edu.grade`) judges from its own process instead, and only asks the kernel to evaluate.
 """
 
 from __future__ import annotations
