@@ -91,7 +91,7 @@ def _online_update_(
     if not np.all(np.isfinite(m_new) | np.isneginf(m_new)):
         raise OverflowError  # the caller words the error: it knows q and k
     shift = np.where(np.isfinite(m_new), m_new, 0.0)  # (..., bq, 1): as in online_softmax_update
-    with np.errstate(under="ignore"):
+    with np.errstate(under="ignore", over="ignore"):  # scores - shift may reach -inf: weight 0
         alpha = np.exp(m - shift)  # (..., bq, 1)
         scores -= shift
         np.exp(scores, out=scores)  # (..., bq, bk): the block's exponentials
@@ -177,7 +177,8 @@ def blocked_attention(
         l = np.zeros((*lead, bq, 1), dtype=q.dtype)  # noqa: E741  (..., bq, 1)
         acc = np.zeros((*lead, bq, d_v), dtype=q.dtype)  # (..., bq, d_v)
         for ks in _blocks(Lk, block_size):
-            scores = q_blk @ k_t[..., ks:ks + block_size]  # (..., bq, bk)
+            with np.errstate(over="ignore"):  # an overflow is detected and named below
+                scores = q_blk @ k_t[..., ks:ks + block_size]  # (..., bq, bk)
             if mask is not None:
                 keep = mask[..., qs:qs + bq, ks:ks + block_size]  # (..., bq, bk)
                 np.copyto(scores, -np.inf, where=~keep)  # in place: -inf becomes weight exactly 0

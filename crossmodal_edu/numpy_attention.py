@@ -75,8 +75,8 @@ def _softmax_last_axis_(scores: np.ndarray, m: np.ndarray) -> np.ndarray:
     """
     # An all -inf row has m = -inf and x - m = NaN; shifting it by 0 keeps it at exp(-inf) = 0.
     m[np.isneginf(m)] = 0.0
-    # Far-below-max logits underflow to exactly 0, which is the right weight: not worth a warning.
-    with np.errstate(under="ignore"):
+    # Far-below-max logits underflow to exactly 0 (or, below -1e308, to -inf): the right weight.
+    with np.errstate(under="ignore", over="ignore"):
         scores -= m
         np.exp(scores, out=scores)
     total = scores.sum(axis=-1, keepdims=True)  # (..., 1)
@@ -302,7 +302,8 @@ def scaled_dot_product_attention(
         return np.zeros((*lead, Lq, v.shape[-1]), q.dtype), np.zeros(scores_shape, q.dtype)
     d_k = q.shape[-1]
     # Scaling q (Lq x d_k numbers) rather than the scores (Lq x Lk) saves a pass over the scores.
-    scores = (q * q.dtype.type(1.0 / math.sqrt(d_k))) @ np.swapaxes(k, -1, -2)  # (..., Lq, Lk)
+    with np.errstate(over="ignore"):  # an overflow is detected below and named, not warned about
+        scores = (q * q.dtype.type(1.0 / math.sqrt(d_k))) @ np.swapaxes(k, -1, -2)  # (..., Lq, Lk)
     if mask is not None:
         # -inf becomes exactly 0 after softmax: masked keys get exactly zero weight.
         np.copyto(scores, -np.inf, where=~mask)  # (..., Lq, Lk), in place

@@ -3,7 +3,8 @@
 - ``config``: ``TokenizerConfig``, ``TrainConfig``
 - ``tokenizer``: the VQ-VAE ``ImageTokenizer`` (image -> 8 x 8 ``image_tokens`` -> image),
   ``nearest_code``, ``straight_through``, ``perplexity``, ``images_to_tensor``
-- ``checkpoint``: atomic ``save_checkpoint``, ``load_checkpoint``, ``pretrained_path``
+- ``checkpoint``: atomic, checksummed ``save_checkpoint``, ``load_checkpoint``, ``pretrained_path``,
+  ``CheckpointError``
 - ``train``: ``train_loop`` (budget, progress bar, checkpoints, Ctrl-C), ``train_tokenizer``,
   ``load_tokenizer``
 - ``evaluate``: ``evaluate_tokenizer`` (pixel error, codebook use, oracle accuracy),
@@ -17,7 +18,7 @@
 Command line: ``python -m crossmodal_edu.dalle --help``. Lessons 05 and 06.
 """
 
-from crossmodal_edu.dalle.checkpoint import load_checkpoint, pretrained_path, save_checkpoint
+from crossmodal_edu.dalle.checkpoint import CheckpointError, load_checkpoint, pretrained_path, save_checkpoint
 from crossmodal_edu.dalle.config import DecoderConfig, TokenizerConfig, TrainConfig
 from crossmodal_edu.dalle.decoder import ImageTokenDecoder, build_decoder, drop_captions, null_captions
 from crossmodal_edu.dalle.evaluate import evaluate_decoder, evaluate_tokenizer
@@ -37,6 +38,7 @@ from crossmodal_edu.dalle.train import load_tokenizer, train_loop, train_tokeniz
 from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, load_text_to_image, train_decoder
 
 __all__ = [
+    "CheckpointError",
     "DecoderConfig",
     "DecoderTrainConfig",
     "Generation",
