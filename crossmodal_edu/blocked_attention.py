@@ -170,6 +170,10 @@ def blocked_attention(
     out = np.empty((*lead, Lq, d_v), dtype=q.dtype)  # (..., Lq, d_v)
     lse = np.empty((*lead, Lq), dtype=q.dtype)  # (..., Lq)
 
+    # One buffer for every full block of scores: a fresh block-sized array per block would cost
+    # page faults each time (the last, shorter block gets its own).
+    buffer = np.empty((*lead, min(query_block_size, Lq), min(block_size, Lk)), dtype=q.dtype)
+
     for qs in _blocks(Lq, query_block_size):
         q_blk = q_scaled[..., qs:qs + query_block_size, :]  # (..., bq, d_k)
         bq = q_blk.shape[-2]
@@ -177,8 +181,10 @@ def blocked_attention(
         l = np.zeros((*lead, bq, 1), dtype=q.dtype)  # noqa: E741  (..., bq, 1)
         acc = np.zeros((*lead, bq, d_v), dtype=q.dtype)  # (..., bq, d_v)
         for ks in _blocks(Lk, block_size):
+            k_blk = k_t[..., ks:ks + block_size]  # (..., d_k, bk)
+            full = buffer.shape[-2:] == (bq, k_blk.shape[-1])
             with np.errstate(over="ignore"):  # an overflow is detected and named below
-                scores = q_blk @ k_t[..., ks:ks + block_size]  # (..., bq, bk)
+                scores = np.matmul(q_blk, k_blk, out=buffer if full else None)  # (..., bq, bk)
             if mask is not None:
                 keep = mask[..., qs:qs + bq, ks:ks + block_size]  # (..., bq, bk)
                 np.copyto(scores, -np.inf, where=~keep)  # in place: -inf becomes weight exactly 0
