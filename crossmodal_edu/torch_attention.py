@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossmodal_edu._checks import describe, fmt_shape, non_finite_error, require_bool, require_finite, require_real
+from crossmodal_edu._checks import describe, fmt_shape, non_finite_error, require_bool, require_real
 
 
 def _is_compiling() -> bool:
@@ -114,8 +114,8 @@ class MultiHeadCrossAttention(nn.Module):
     complex inputs raise a ``TypeError``. With ``need_weights=True`` in float16/bfloat16 the
     scores and the softmax are computed in float32 (float16 overflows at 65504); if finite inputs
     are so large that the scores still overflow, a ``ValueError`` says so. These checks cost a pass
-    over ``x``, ``context`` and the heads (on a GPU, a host-device synchronisation each); under
-    ``torch.compile`` they are skipped. ``Lk = 0`` (no context at all) is treated like a fully
+    over ``x``, ``context`` and the heads and, on a GPU, one host-device synchronisation per call;
+    under ``torch.compile`` they are skipped. ``Lk = 0`` (no context at all) is treated like a fully
     padded context.
 
     **Dropout** (on the attention weights, as in ``nn.MultiheadAttention``) acts only in
@@ -168,9 +168,9 @@ class MultiHeadCrossAttention(nn.Module):
 
     def _check_inputs(
         self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Raise a clear error for every input mistake; return ``context``, with the non-finite
-        entries of its padding tokens (which may hold anything) replaced by 0."""
+    ) -> None:
+        """Raise a clear error for every mistake of shape, type, dtype or device. (Values are
+        checked after the forward pass, with one synchronisation: see ``_non_finite_error``.)"""
         for name, value in (("x", x), ("context", context), ("context_mask", context_mask)):
             if value is not None and not isinstance(value, torch.Tensor):
                 raise ValueError(
@@ -220,18 +220,24 @@ class MultiHeadCrossAttention(nn.Module):
                     f"context_mask is on {context_mask.device} but context is on "
                     f"{context.device}"
                 )
-        if _is_compiling():  # data-dependent checks would split the graph
-            return context
-        require_finite("x", x)
-        finite = torch.isfinite(context)
+
+    @staticmethod
+    def _non_finite_error(
+        x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None,
+        q: torch.Tensor, k: torch.Tensor,
+    ) -> ValueError:
+        """The error for a non-finite result: which input was not finite, or else the overflow."""
+        finite = torch.isfinite(x)
         if not bool(finite.all()):
-            bad = ~finite if context_mask is None else ~finite & context_mask[..., None]
-            if bool(bad.any()):
-                where = "" if context_mask is None else " wherever context_mask is True (padding may hold anything)"
-                raise non_finite_error("context", context, bad, where)
-            # Select, do not multiply by zero: 0 * inf is NaN, even for a key with zero weight.
-            context = torch.where(finite, context, torch.zeros((), dtype=context.dtype, device=context.device))
-        return context
+            return non_finite_error("x", x, ~finite)
+        bad = ~torch.isfinite(context)
+        if context_mask is not None:
+            bad &= context_mask[..., None]
+        if bool(bad.any()):
+            where = "" if context_mask is None else " wherever context_mask is True (padding may hold anything)"
+            return non_finite_error("context", context, bad, where)
+        # The inputs are finite, so a non-finite head means the scores overflowed.
+        return _scores_overflow_error(q, k)
 
     def forward(
         self,
@@ -243,7 +249,14 @@ class MultiHeadCrossAttention(nn.Module):
         """``x`` ``(B, Lq, query_dim)``, ``context`` ``(B, Lk, context_dim)``, ``context_mask``
         ``(B, Lk)`` bool (True = real token) -> ``(B, Lq, query_dim)``, plus ``weights``
         ``(B, num_heads, Lq, Lk)`` when ``need_weights=True``."""
-        context = self._check_inputs(x, context, context_mask)
+        self._check_inputs(x, context, context_mask)
+        checked = not _is_compiling()  # data-dependent checks would split a compiled graph
+        given_context = context
+        if checked:
+            # Padding may hold anything; select, do not multiply by zero (0 * inf is NaN even at
+            # zero weight). A real token that is not finite is reported after the pass.
+            finite_context = torch.isfinite(context)  # (B, Lk, context_dim)
+            context = torch.where(finite_context, context, torch.zeros((), dtype=context.dtype, device=context.device))
         B, Lq, _ = x.shape
         Lk = context.shape[1]
         H, hd = self.num_heads, self.head_dim
@@ -289,9 +302,10 @@ class MultiHeadCrossAttention(nn.Module):
         if has_context is not None:
             # No context, nothing to average: these rows are 0, as in the NumPy reference.
             heads = heads.masked_fill(~has_context[:, None, None, None], 0.0)
-        if not _is_compiling() and not bool(torch.isfinite(heads).all()):
-            # The inputs were checked finite, so a non-finite head means the scores overflowed.
-            raise _scores_overflow_error(q, k)
+        if checked:
+            real = finite_context if context_mask is None else finite_context | ~context_mask[..., None]
+            if not bool(torch.isfinite(x).all() & real.all() & torch.isfinite(heads).all()):  # one sync
+                raise self._non_finite_error(x, given_context, context_mask, q, k)
         heads = heads.transpose(1, 2).reshape(B, Lq, H * hd)  # (B, Lq, num_heads * head_dim)
         out = self.to_out(heads)  # (B, Lq, query_dim)
         if need_weights:
