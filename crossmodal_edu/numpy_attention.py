@@ -291,8 +291,9 @@ def scaled_dot_product_attention(
     rescaling the inputs is the honest fix, and hiding it here would bury the lesson's equation.
 
     The implementation is the equation, step by step, on one ``(..., Lq, Lk)`` array that is
-    overwritten in place (scores, then exponentials, then weights): at ``L = 1024`` it costs about
-    1.3 times its two matrix products (benchmarks/attention_blas_ratio.py).
+    overwritten in place (scores, then exponentials, then weights): no other array of that size is
+    allocated. On one CPU thread it takes 1.1-2 times its two matrix products, most of the
+    difference being the exponentials (benchmarks/attention_blas_ratio.py, benchmarks/RESULTS.md).
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """
