@@ -401,3 +401,28 @@ def test_sampling_probabilities_match_an_independent_softmax():
     p /= p.sum()
     np.testing.assert_allclose(counts[:3].numpy(), p, atol=0.03)
     assert counts[3] == 0
+
+
+# ----------------------------------------------------------------- the NumPy layer and softmax edges
+
+
+def test_numpy_cross_attention_with_no_context_outputs_the_bias():
+    layer = CrossAttention(8, 6, num_heads=2)
+    x = np.random.default_rng(16).normal(size=(B, LQ, 8))
+    out, weights = layer(x, np.zeros((B, 0, 6)))
+    np.testing.assert_array_equal(out, np.broadcast_to(layer.b_o, (B, LQ, 8)))
+    assert weights.shape == (B, 2, LQ, 0)
+
+
+def test_numpy_cross_attention_rejects_complex_and_zero_widths():
+    layer = CrossAttention(8, 6, num_heads=2)
+    rng = np.random.default_rng(17)
+    with pytest.raises(TypeError, match="context must hold real numbers"):
+        layer(rng.normal(size=(B, LQ, 8)), rng.normal(size=(B, LK, 6)) * 1j)
+    with pytest.raises(ValueError, match="num_heads must be an integer of at least 1"):
+        CrossAttention(8, 6, num_heads=0)
+
+
+def test_softmax_over_an_empty_axis_is_empty():
+    assert softmax(np.zeros((3, 0))).shape == (3, 0)
+    assert softmax(np.zeros((0, 4))).shape == (0, 4)
