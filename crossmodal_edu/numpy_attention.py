@@ -14,11 +14,19 @@ Derived in notebooks/01_attention_in_numpy.ipynb.
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from crossmodal_edu._checks import describe, fmt_shape, require_bool, require_ndim
+from crossmodal_edu._checks import (
+    describe,
+    fmt_shape,
+    non_finite_error,
+    require_bool,
+    require_finite,
+    require_ndim,
+    require_real,
+)
 
 __all__ = [
     "softmax",
@@ -34,13 +42,48 @@ __all__ = [
 ]
 
 
-def _as_float(*arrays: np.ndarray) -> list[np.ndarray]:
-    """Convert to one common float dtype: keep float32/float64 as given, promote integers to float64."""
+def _as_float(*arrays: np.ndarray, names: Sequence[str] = ()) -> list[np.ndarray]:
+    """Convert to one common float dtype: keep float32/float64 as given, promote integers to float64.
+
+    Raises a ``TypeError`` for complex or non-numeric input (``names`` name the arrays in the message).
+    """
     arrays = [np.asarray(a) for a in arrays]
+    for name, a in zip(names or ["input"] * len(arrays), arrays):
+        require_real(name, a)
     dtype = np.result_type(*arrays)
     if not np.issubdtype(dtype, np.floating):
         dtype = np.float64
     return [a.astype(dtype, copy=False) for a in arrays]
+
+
+def _scores_overflow_error(scores_dtype: np.dtype, q: np.ndarray, k: np.ndarray) -> ValueError:
+    return ValueError(
+        f"the scores Q K^T / sqrt(d_k) overflowed {scores_dtype} (largest finite value "
+        f"{np.finfo(scores_dtype).max:.3g}): the largest |q| is {np.abs(q).max():.3g} and the largest "
+        f"|k| is {np.abs(k).max():.3g}. Inputs this large are almost always a bug upstream; if they "
+        f"are meant, rescale q and k (e.g. normalise each row) or compute in float64. (A softmax of "
+        f"scores this large would be a hard maximum anyway.)"
+    )
+
+
+def _softmax_last_axis_(scores: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Turn ``scores`` into ``softmax(scores, axis=-1)`` in place, given its row maxima ``m``.
+
+    ``m`` ``(..., 1)`` must be finite or ``-inf`` (an all ``-inf`` row, which becomes all zeros).
+    Three passes over ``scores`` and no temporary of its size: the shift, the exponential, the
+    division. ``m`` is modified.
+    """
+    # An all -inf row has m = -inf and x - m = NaN; shifting it by 0 keeps it at exp(-inf) = 0.
+    m[np.isneginf(m)] = 0.0
+    # Far-below-max logits underflow to exactly 0 (or, below -1e308, to -inf): the right weight.
+    with np.errstate(under="ignore", over="ignore"):
+        scores -= m
+        np.exp(scores, out=scores)
+    total = scores.sum(axis=-1, keepdims=True)  # (..., 1)
+    # total is 0 only for an all -inf row, whose entries are all 0: dividing by 1 leaves zeros.
+    total[total == 0.0] = 1.0
+    scores /= total
+    return scores
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -54,39 +97,131 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     every exponent at most 0, so logits of ``1e4`` do not overflow. A slice that is entirely
     ``-inf`` (a query whose keys are all masked) gives all zeros, not NaN.
 
+    ``-inf`` entries are allowed (they get weight exactly 0); NaN and ``+inf`` raise a
+    ``ValueError`` (``+inf - +inf`` has no value), and so do complex inputs (``TypeError``). An empty
+    ``axis`` gives an empty result: there is nothing to normalise.
+
     Shapes: ``x`` any shape -> same shape. Float dtypes are kept; integers become float64.
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """
-    (x,) = _as_float(x)
-    m = np.max(x, axis=axis, keepdims=True)
-    # An all -inf slice has m = -inf and x - m = NaN; shifting by 0 there keeps it at exp(-inf) = 0.
-    m = np.where(np.isfinite(m), m, 0.0)
-    # Far-below-max logits underflow to exactly 0, which is the right weight: not worth a warning.
-    with np.errstate(under="ignore"):
-        e = np.exp(x - m)
-    total = np.sum(e, axis=axis, keepdims=True)
-    # total is 0 only for an all -inf slice, whose e is all 0: dividing by 1 leaves zeros, not NaN.
-    return e / np.where(total == 0.0, 1.0, total)
+    (x,) = _as_float(x, names=("x",))
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis to take the softmax over: x is a scalar")
+    moved = np.moveaxis(x, axis, -1)  # a view; the softmax runs along its last axis
+    if moved.shape[-1] == 0:
+        return x.copy()
+    m = moved.max(axis=-1, keepdims=True)  # (..., 1)
+    if not np.all(np.isfinite(m) | np.isneginf(m)):
+        bad = np.isnan(x) | np.isposinf(x)
+        raise non_finite_error("x", x, bad, " or -inf (-inf gets weight 0)")
+    out = _softmax_last_axis_(moved.copy(), m)
+    return np.moveaxis(out, -1, axis)
+
+
+def _combine_masks(
+    mask: Optional[np.ndarray], context_mask: Optional[np.ndarray], scores_shape: tuple[int, ...]
+) -> Optional[np.ndarray]:
+    """One boolean mask broadcastable to ``scores_shape`` from a full ``mask`` and a keys-only
+    ``context_mask`` (either may be None), raising a ``ValueError`` that names the shapes."""
+    if mask is not None:
+        mask = np.asarray(mask)
+        require_bool("mask", mask)
+        try:
+            fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                "mask must be broadcastable to the scores shape (..., Lq, Lk): "
+                f"mask has shape {fmt_shape(mask.shape)}, scores have shape {fmt_shape(scores_shape)}"
+                + (
+                    ". A keys-only padding mask of shape (B, Lk) goes in context_mask=, not mask="
+                    if mask.ndim == 2 and mask.shape[-1] == scores_shape[-1]
+                    else ""
+                )
+            )
+    if context_mask is None:
+        return mask
+    context_mask = np.asarray(context_mask)
+    require_bool("context_mask", context_mask, "True = real token")
+    *lead, Lq, Lk = scores_shape
+    batch = context_mask.shape[:-1]
+    if (
+        context_mask.ndim < 1
+        or context_mask.shape[-1] != Lk
+        or len(batch) > len(lead)
+        or any(b not in (1, n) for b, n in zip(batch, lead))
+    ):
+        raise ValueError(
+            "context_mask must have shape (B, Lk) (one flag per key, True = real token), its "
+            "leading axes matching the first leading axes of the scores: context_mask has shape "
+            f"{fmt_shape(context_mask.shape)}, scores have shape {fmt_shape(scores_shape)}"
+        )
+    # (B, Lk) -> (B, 1, ..., 1, Lk): the same keys are real for every head and every query.
+    keys = context_mask.reshape(*batch, *([1] * (len(lead) - len(batch))), 1, Lk)
+    return keys if mask is None else mask & keys
+
+
+def _reduce_any_to(flags: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``np.any`` over the axes along which ``shape`` was broadcast to ``flags.shape``."""
+    extra = flags.ndim - len(shape)
+    flags = flags.any(axis=tuple(range(extra))) if extra else flags
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and flags.shape[i] != 1)
+    return flags.any(axis=axes, keepdims=True) if axes else flags
+
+
+def _finite_where_used(
+    name: str, a: np.ndarray, used: Optional[Callable[[], np.ndarray]], role: str
+) -> np.ndarray:
+    """Return ``a`` if it is finite; raise if a row that reaches the output is not; otherwise a copy
+    with the unused (masked) non-finite entries set to 0, so that nothing downstream multiplies an
+    inf by a zero weight. ``used()`` ``(..., L)`` says which rows of ``a`` ``(..., L, d)`` are used;
+    it is called only when ``a`` has a non-finite entry (it costs a pass over the mask)."""
+    finite = np.isfinite(a)
+    if finite.all():
+        return a
+    if used is None:
+        raise non_finite_error(name, a, ~finite)
+    used_rows = _reduce_any_to(used(), a.shape[:-1])  # (..., L) in a's own (unbroadcast) shape
+    bad = ~finite & used_rows[..., None]
+    if bad.any():
+        raise non_finite_error(name, a, bad, f" wherever {role} (masked positions may hold anything)")
+    return np.where(finite, a, a.dtype.type(0))
 
 
 def check_attention_inputs(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[np.ndarray] = None
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: Optional[np.ndarray] = None,
+    context_mask: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], tuple[int, ...]]:
     """Validate the inputs of scaled dot-product attention, raising a ``ValueError`` that names
     the shapes for every mistake; return q, k, v in one float dtype, the mask as a boolean array
-    (or None), and the shape the scores will have, ``(..., Lq, Lk)``.
+    (or None; ``context_mask`` folded into it), and the shape the scores will have, ``(..., Lq, Lk)``.
+
+    Raises a ``TypeError`` for complex or non-numeric inputs, a ``ValueError`` for ``d_k = 0`` and
+    for a NaN or inf in q, k or v wherever it could reach the output. Entries that the mask hides
+    completely (a key no query may attend to, a query that may attend to no key) may hold anything:
+    they come back replaced by 0, so that no ``0 * inf`` can turn into NaN.
 
     Shared by every NumPy attention in the package, so they all reject the same mistakes with
     the same words.
     """
-    q, k, v = _as_float(q, k, v)
+    q, k, v = _as_float(q, k, v, names=("q", "k", "v"))
     require_ndim("q", q, 2, "(..., Lq, d_k)")
     require_ndim("k", k, 2, "(..., Lk, d_k)")
     require_ndim("v", v, 2, "(..., Lk, d_v)")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must share d_k (their last axis): {describe('q', q)}, {describe('k', k)}"
+        )
+    if q.shape[-1] == 0:
+        raise ValueError(
+            "d_k (the last axis of q and k) must be at least 1: the scores divide by sqrt(d_k), "
+            f"and a dot product of empty vectors says nothing about a key: {describe('q', q)}, "
+            f"{describe('k', k)}"
         )
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(
@@ -101,18 +236,14 @@ def check_attention_inputs(
             f"{describe('q', q)}, {describe('k', k)}, {describe('v', v)}"
         ) from None
     scores_shape = (*lead, q.shape[-2], k.shape[-2])
-    if mask is not None:
-        mask = np.asarray(mask)
-        require_bool("mask", mask)
-        try:
-            fits = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(
-                "mask must be broadcastable to the scores shape (..., Lq, Lk): "
-                f"mask has shape {fmt_shape(mask.shape)}, scores have shape {fmt_shape(scores_shape)}"
-            )
+    mask = _combine_masks(mask, context_mask, scores_shape)
+    full = None if mask is None else np.broadcast_to(mask, scores_shape)  # a view, no copy
+    rows, keys = None, None
+    if full is not None:
+        rows, keys = (lambda: full.any(axis=-1)), (lambda: full.any(axis=-2))  # (..., Lq), (..., Lk)
+    q = _finite_where_used("q", q, rows, "the query may attend to a key")
+    k = _finite_where_used("k", k, keys, "a query may attend to the key")
+    v = _finite_where_used("v", v, keys, "a query may attend to the key")
     return q, k, v, mask, scores_shape
 
 
@@ -121,6 +252,7 @@ def scaled_dot_product_attention(
     k: np.ndarray,
     v: np.ndarray,
     mask: Optional[np.ndarray] = None,
+    context_mask: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Scaled dot-product attention: each query takes a weighted average of the values.
 
@@ -137,23 +269,74 @@ def scaled_dot_product_attention(
         convention of ``torch.nn.functional.scaled_dot_product_attention``. Beware that
         ``torch.nn.MultiheadAttention``'s ``key_padding_mask`` uses the opposite one
         (True = ignore): pass it ``~context_mask``.
+        context_mask: optional boolean ``(B, Lk)``, **True = real token**: which keys exist, the
+        same for every query (and every head). Its first axis is the batch, the first leading axis
+        of the scores. Use it for padding rather than ``mask``: a ``(B, Lk)`` array passed as
+        ``mask`` is *legal* broadcasting, but it lines up with the scores' last two axes
+        ``(Lq, Lk)``, so whenever ``B == Lq`` it silently masks **queries'** rows by batch
+        element, not each batch element's keys (``mask=context_mask[:, None, :]``, shape
+        ``(B, 1, Lk)``, is the correct full mask). Both may be given; a key must pass both.
         Returns ``(out, weights)``: out ``(..., Lq, d_v)``, weights ``(..., Lq, Lk)``.
 
     Leading (batch, head) dims broadcast as in ``np.matmul``. A query whose keys are all masked
     gets all-zero weights and a zero output (a plain softmax gives NaN there, as do some
-    PyTorch versions and kernels). Float dtypes are kept.
+    PyTorch versions and kernels); so does every query when there are no keys at all (``Lk = 0``).
+    Float dtypes are kept.
+
+    Never a silent NaN: a NaN or inf in q, k or v where it can reach the output raises a
+    ``ValueError`` (a masked key's k and v, and a fully masked query's q, may hold anything: they
+    never reach the output), as does ``d_k = 0``, and complex inputs raise a ``TypeError``. If
+    finite inputs are so large that the scores overflow the dtype (``|q|, |k| ~ 1e160`` in
+    float64, ``~ 1e20`` in float32), a ``ValueError`` says so rather than returning NaN:
+    rescaling the inputs is the honest fix, and hiding it here would bury the lesson's equation.
+
+    The implementation is the equation, step by step, on one ``(..., Lq, Lk)`` array that is
+    overwritten in place (scores, then exponentials, then weights): no other array of that size is
+    allocated. On one CPU thread it takes 1.1-2 times its two matrix products, most of the
+    difference being the exponentials (benchmarks/attention_blas_ratio.py, benchmarks/RESULTS.md).
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """
-    q, k, v, mask, scores_shape = check_attention_inputs(q, k, v, mask)
+    q, k, v, mask, scores_shape = check_attention_inputs(q, k, v, mask, context_mask)
+    *lead, Lq, Lk = scores_shape
+    if Lk == 0:  # nothing to attend to: as for a fully masked query, zero weights, zero output
+        return np.zeros((*lead, Lq, v.shape[-1]), q.dtype), np.zeros(scores_shape, q.dtype)
     d_k = q.shape[-1]
-    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(d_k)  # (..., Lq, Lk)
+    # Scaling q (Lq x d_k numbers) rather than the scores (Lq x Lk) saves a pass over the scores.
+    with np.errstate(over="ignore"):  # an overflow is detected below and named, not warned about
+        scores = (q * q.dtype.type(1.0 / math.sqrt(d_k))) @ np.swapaxes(k, -1, -2)  # (..., Lq, Lk)
     if mask is not None:
         # -inf becomes exactly 0 after softmax: masked keys get exactly zero weight.
-        scores = np.where(mask, scores, -np.inf)  # (..., Lq, Lk)
-    weights = softmax(scores, axis=-1)  # (..., Lq, Lk)
+        np.copyto(scores, -np.inf, where=~mask)  # (..., Lq, Lk), in place
+    m = scores.max(axis=-1, keepdims=True)  # (..., Lq, 1)
+    _check_row_maxima(m, mask, scores_shape, q, k)
+    weights = _softmax_last_axis_(scores, m)  # (..., Lq, Lk): the same array, now the weights
     out = weights @ v  # (..., Lq, d_v)
+    if not np.isfinite(out).all():  # weights are at most 1, so only huge values can overflow
+        raise ValueError(
+            f"the output weights @ v overflowed {out.dtype}: the largest |v| is "
+            f"{np.abs(v).max():.3g}; rescale v or compute in float64"
+        )
     return out, weights
+
+
+def _check_row_maxima(
+    m: np.ndarray, mask: Optional[np.ndarray], scores_shape: tuple[int, ...], q: np.ndarray, k: np.ndarray
+) -> None:
+    """Raise if the scores overflowed: a row maximum that is NaN or +inf (the inputs are finite, so
+    only an overflow makes one), or -inf in a row that has a key it may attend to (every score
+    overflowed to -inf). Costs a pass over ``m`` ``(..., Lq, 1)``, and over the mask only if some
+    row maximum is -inf."""
+    if not np.all(np.isfinite(m) | np.isneginf(m)):
+        raise _scores_overflow_error(m.dtype, q, k)
+    empty = np.isneginf(m[..., 0])  # (..., Lq)
+    if empty.any():
+        attendable = (
+            np.ones(scores_shape[:-1], bool) if mask is None
+            else np.broadcast_to(mask, scores_shape).any(axis=-1)
+        )  # (..., Lq)
+        if (empty & attendable).any():
+            raise _scores_overflow_error(m.dtype, q, k)
 
 
 def padding_mask(lengths: Sequence[int], max_len: Optional[int] = None) -> np.ndarray:
@@ -274,9 +457,11 @@ def layer_norm(
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """
-    (x,) = _as_float(x)
+    (x,) = _as_float(x, names=("x",))
     require_ndim("x", x, 1, "(..., D)")
     D = x.shape[-1]
+    if D == 0:
+        raise ValueError(f"x must have at least one feature to normalise over: {describe('x', x)}")
     for name, param in (("gamma", gamma), ("beta", beta)):
         if param is not None and np.shape(param) != (D,):
             raise ValueError(
@@ -326,7 +511,9 @@ class CrossAttention:
     W_q, b_q, W_k, b_k, W_v, b_v, W_o, b_o. Same seed, same weights.
 
     ``head_dim`` defaults to ``query_dim // num_heads``; ``v_head_dim`` defaults to ``head_dim``.
-    A query whose context is fully masked gets zero weights, so its output is just ``b_o``.
+    A query whose context is fully masked (or empty, ``Lk = 0``) gets zero weights, so its output
+    is just ``b_o``. NaN or inf in ``x``, or in a real token of ``context``, raises a ``ValueError``
+    naming the entry; padding tokens (context_mask False) may hold anything.
 
     Derived in notebooks/01_attention_in_numpy.ipynb.
     """
@@ -342,8 +529,8 @@ class CrossAttention:
         seed: int = 0,
     ) -> None:
         for name, value in (("query_dim", query_dim), ("context_dim", context_dim), ("num_heads", num_heads)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1: got {value}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer of at least 1: got {value!r}")
         if head_dim is None:
             if query_dim % num_heads != 0:
                 raise ValueError(
@@ -376,8 +563,10 @@ class CrossAttention:
 
     def _check_inputs(
         self, x: np.ndarray, context: np.ndarray, context_mask: Optional[np.ndarray] = None
-    ) -> None:
-        """Raise a ``ValueError`` naming the shapes if ``x``, ``context`` or ``context_mask`` do not fit."""
+    ) -> np.ndarray:
+        """Raise a ``ValueError`` naming the shapes if ``x``, ``context`` or ``context_mask`` do not
+        fit, or naming the entry if ``x`` or a real context token is NaN or infinite; return
+        ``context`` with its padding (which may hold anything) set to 0 where it is not finite."""
         require_ndim("x", x, 2, "(..., Lq, query_dim)")
         require_ndim("context", context, 2, "(..., Lk, context_dim)")
         if x.shape[-1] != self.query_dim:
@@ -405,14 +594,19 @@ class CrossAttention:
                     f"context.shape[:-1] = {fmt_shape(context.shape[:-1])}: context_mask has shape "
                     f"{fmt_shape(context_mask.shape)}, {describe('context', context)}"
                 )
+        require_finite("x", x)
+        return _finite_where_used(
+            "context", context, None if context_mask is None else (lambda: context_mask),
+            "context_mask is True",
+        )
 
     def __call__(
         self, x: np.ndarray, context: np.ndarray, context_mask: Optional[np.ndarray] = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        x, context = _as_float(x, context)
+        x, context = _as_float(x, context, names=("x", "context"))
         if context_mask is not None:
             context_mask = np.asarray(context_mask)
-        self._check_inputs(x, context, context_mask)
+        context = self._check_inputs(x, context, context_mask)
 
         q = _linear(x, self.W_q, self.b_q)  # (..., Lq, num_heads * head_dim)
         k = _linear(context, self.W_k, self.b_k)  # (..., Lk, num_heads * head_dim)
@@ -474,11 +668,11 @@ class CrossAttentionBlock:
     def __call__(
         self, x: np.ndarray, context: np.ndarray, context_mask: Optional[np.ndarray] = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        x, context = _as_float(x, context)
+        x, context = _as_float(x, context, names=("x", "context"))
         if context_mask is not None:
             context_mask = np.asarray(context_mask)
         # Check before layer_norm, so a wrong width is reported in terms of x, not gamma.
-        self.attention._check_inputs(x, context, context_mask)
+        context = self.attention._check_inputs(x, context, context_mask)
         h = layer_norm(x, self.gamma, self.beta)  # (..., Lq, query_dim)
         update, weights = self.attention(h, context, context_mask)  # (..., Lq, query_dim)
         return x + update, weights

@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossmodal_edu._checks import describe, fmt_shape, require_bool
+from crossmodal_edu._checks import describe, fmt_shape, non_finite_error, require_bool, require_real
 
 
 def _is_compiling() -> bool:
@@ -43,6 +44,21 @@ def _autocast_enabled(device_type: str) -> bool:
         if device_type == "cpu":
             return bool(torch.is_autocast_cpu_enabled())
         return bool(torch.is_autocast_enabled())
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer of at least 1: got {value!r}")
+
+
+def _scores_overflow_error(q: torch.Tensor, k: torch.Tensor) -> ValueError:
+    return ValueError(
+        f"the attention scores overflowed {q.dtype} (its largest finite value is "
+        f"{torch.finfo(q.dtype).max:.3g}): the largest |q| is {q.abs().max().item():.3g} and the "
+        f"largest |k| is {k.abs().max().item():.3g} (after to_q and to_k). Inputs this large are "
+        f"almost always a bug upstream; if they are meant, normalise x and context, or compute in "
+        f"float64."
+    )
 
 
 class MultiHeadCrossAttention(nn.Module):
@@ -92,6 +108,16 @@ class MultiHeadCrossAttention(nn.Module):
     ``bias=False``), exactly as in the NumPy reference. No NaN appears on any path or
     dtype, in the output or in the gradients.
 
+    **Never a silent NaN.** A NaN or inf in ``x``, or in a real token of ``context``, raises a
+    ``ValueError`` naming the entry, on both paths (padding tokens may hold anything: they are
+    replaced by 0 before the projections, since ``0 * inf`` would be NaN even at zero weight);
+    complex inputs raise a ``TypeError``. With ``need_weights=True`` in float16/bfloat16 the
+    scores and the softmax are computed in float32 (float16 overflows at 65504); if finite inputs
+    are so large that the scores still overflow, a ``ValueError`` says so. These checks cost a pass
+    over ``x``, ``context`` and the heads and, on a GPU, one host-device synchronisation per call;
+    under ``torch.compile`` they are skipped. ``Lk = 0`` (no context at all) is treated like a fully
+    padded context.
+
     **Dropout** (on the attention weights, as in ``nn.MultiheadAttention``) acts only in
     training mode; in eval mode the output is deterministic. The returned ``weights`` are
     the probabilities before dropout.
@@ -109,6 +135,10 @@ class MultiHeadCrossAttention(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
+        for name, value in (("query_dim", query_dim), ("context_dim", context_dim), ("num_heads", num_heads)):
+            _require_positive_int(name, value)
+        if head_dim is not None:
+            _require_positive_int("head_dim", head_dim)
         if head_dim is None:
             if query_dim % num_heads != 0:
                 raise ValueError(
@@ -139,6 +169,8 @@ class MultiHeadCrossAttention(nn.Module):
     def _check_inputs(
         self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None
     ) -> None:
+        """Raise a clear error for every mistake of shape, type, dtype or device. (Values are
+        checked after the forward pass, with one synchronisation: see ``_non_finite_error``.)"""
         for name, value in (("x", x), ("context", context), ("context_mask", context_mask)):
             if value is not None and not isinstance(value, torch.Tensor):
                 raise ValueError(
@@ -163,6 +195,8 @@ class MultiHeadCrossAttention(nn.Module):
             )
         if x.device != context.device:
             raise ValueError(f"x is on {x.device} but context is on {context.device}")
+        require_real("x", x)
+        require_real("context", context)
         weight = self.to_q.weight
         if not _autocast_enabled(x.device.type):
             for name, value in (("x", x), ("context", context)):
@@ -187,6 +221,24 @@ class MultiHeadCrossAttention(nn.Module):
                     f"{context.device}"
                 )
 
+    @staticmethod
+    def _non_finite_error(
+        x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None,
+        q: torch.Tensor, k: torch.Tensor,
+    ) -> ValueError:
+        """The error for a non-finite result: which input was not finite, or else the overflow."""
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            return non_finite_error("x", x, ~finite)
+        bad = ~torch.isfinite(context)
+        if context_mask is not None:
+            bad &= context_mask[..., None]
+        if bool(bad.any()):
+            where = "" if context_mask is None else " wherever context_mask is True (padding may hold anything)"
+            return non_finite_error("context", context, bad, where)
+        # The inputs are finite, so a non-finite head means the scores overflowed.
+        return _scores_overflow_error(q, k)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -198,6 +250,13 @@ class MultiHeadCrossAttention(nn.Module):
         ``(B, Lk)`` bool (True = real token) -> ``(B, Lq, query_dim)``, plus ``weights``
         ``(B, num_heads, Lq, Lk)`` when ``need_weights=True``."""
         self._check_inputs(x, context, context_mask)
+        checked = not _is_compiling()  # data-dependent checks would split a compiled graph
+        given_context = context
+        if checked:
+            # Padding may hold anything; select, do not multiply by zero (0 * inf is NaN even at
+            # zero weight). A real token that is not finite is reported after the pass.
+            finite_context = torch.isfinite(context)  # (B, Lk, context_dim)
+            context = torch.where(finite_context, context, torch.zeros((), dtype=context.dtype, device=context.device))
         B, Lq, _ = x.shape
         Lk = context.shape[1]
         H, hd = self.num_heads, self.head_dim
@@ -219,11 +278,18 @@ class MultiHeadCrossAttention(nn.Module):
             attend = attend[:, None, None, :]  # (B, 1, 1, Lk), broadcasts over heads and queries
         dropout_p = self.dropout if self.training else 0.0
 
-        if need_weights:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(hd)  # (B, num_heads, Lq, Lk)
+        if Lk == 0:  # no context at all: as for a fully padded one, zero weights and zero heads
+            weights = q.new_zeros(B, H, Lq, 0)  # (B, num_heads, Lq, 0)
+            heads = q.new_zeros(B, H, Lq, hd)  # (B, num_heads, Lq, head_dim)
+        elif need_weights:
+            # float16 overflows at 65504, and q . k is a sum of head_dim products: score (and take the
+            # softmax) in float32 there, as the fused kernels do internally.
+            low = q.dtype in (torch.float16, torch.bfloat16)
+            q_s, k_s = (q.float(), k.float()) if low else (q, k)
+            scores = q_s @ k_s.transpose(-2, -1) / math.sqrt(hd)  # (B, num_heads, Lq, Lk)
             if attend is not None:
                 scores = scores.masked_fill(~attend, float("-inf"))
-            weights = scores.softmax(dim=-1)  # (B, num_heads, Lq, Lk)
+            weights = scores.softmax(dim=-1).to(v.dtype)  # (B, num_heads, Lq, Lk)
             if has_context is not None:
                 weights = weights.masked_fill(~has_context[:, None, None, None], 0.0)
             dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
@@ -236,6 +302,10 @@ class MultiHeadCrossAttention(nn.Module):
         if has_context is not None:
             # No context, nothing to average: these rows are 0, as in the NumPy reference.
             heads = heads.masked_fill(~has_context[:, None, None, None], 0.0)
+        if checked:
+            real = finite_context if context_mask is None else finite_context | ~context_mask[..., None]
+            if not bool(torch.isfinite(x).all() & real.all() & torch.isfinite(heads).all()):  # one sync
+                raise self._non_finite_error(x, given_context, context_mask, q, k)
         heads = heads.transpose(1, 2).reshape(B, Lq, H * hd)  # (B, Lq, num_heads * head_dim)
         out = self.to_out(heads)  # (B, Lq, query_dim)
         if need_weights:

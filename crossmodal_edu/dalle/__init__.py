@@ -3,7 +3,8 @@
 - ``config``: ``TokenizerConfig``, ``TrainConfig``
 - ``tokenizer``: the VQ-VAE ``ImageTokenizer`` (image -> 8 x 8 ``image_tokens`` -> image),
   ``nearest_code``, ``straight_through``, ``perplexity``, ``images_to_tensor``
-- ``checkpoint``: atomic ``save_checkpoint``, ``load_checkpoint``, ``pretrained_path``
+- ``checkpoint``: atomic, checksummed ``save_checkpoint``, ``load_checkpoint``, ``pretrained_path``,
+  ``CheckpointError``
 - ``train``: ``train_loop`` (budget, progress bar, checkpoints, Ctrl-C), ``train_tokenizer``,
   ``load_tokenizer``
 - ``evaluate``: ``evaluate_tokenizer`` (pixel error, codebook use, oracle accuracy),
@@ -23,7 +24,7 @@
 Command line: ``python -m crossmodal_edu.dalle --help``. Lessons 05 and 06.
 """
 
-from crossmodal_edu.dalle.checkpoint import load_checkpoint, pretrained_path, save_checkpoint
+from crossmodal_edu.dalle.checkpoint import CheckpointError, load_checkpoint, pretrained_path, save_checkpoint
 from crossmodal_edu.dalle.config import DecoderConfig, TokenizerConfig, TrainConfig
 from crossmodal_edu.dalle.adaln import AdaLNDecoder
 from crossmodal_edu.dalle.decoder import ImageTokenDecoder, build_decoder, drop_captions, null_captions
@@ -49,6 +50,7 @@ from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, load_text_to_
 
 __all__ = [
     "AdaLNDecoder",
+    "CheckpointError",
     "DecoderConfig",
     "DecoderTrainConfig",
     "Generation",

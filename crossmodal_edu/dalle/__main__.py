@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import typing
 from dataclasses import fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from crossmodal_edu.dalle.checkpoint import load_checkpoint, pretrained_path, save_checkpoint
+from crossmodal_edu.dalle.checkpoint import CheckpointError, load_checkpoint, pretrained_path, save_checkpoint
 from crossmodal_edu.dalle.config import DecoderConfig, TokenizerConfig, TrainConfig
 from crossmodal_edu.dalle.evaluate import evaluate_decoder, evaluate_tokenizer
 from crossmodal_edu.dalle.train import plot_history, tokenizer_from_checkpoint, train_tokenizer
@@ -95,6 +97,22 @@ def _sampling(args: argparse.Namespace) -> dict:
     return {"guidance_scale": args.guidance_scale, "temperature": args.temperature, "top_k": args.top_k}
 
 
+def _exit_clearly_on_bad_checkpoints(main: Callable[..., int]) -> Callable[..., int]:
+    """A checkpoint that cannot be trusted ends the command with its message and exit status 1,
+    not a traceback (and never with status 0 on corrupted weights)."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except CheckpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_exit_clearly_on_bad_checkpoints
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossmodal_edu.dalle", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
