@@ -22,7 +22,7 @@ Then, at L = 1024, which backends accept (a) no mask, (b) a boolean padding mask
 and backward: "ok" (output and gradients equal to MATH in float32 within 5% of each tensor's largest
 entry: bfloat16 rounding), "refused" (with the reason PyTorch gives), or "wrong" if it ran but disagreed.
 
-``--json PATH`` writes every number for notebooks/04_attention_that_fits_in_memory.ipynb, which plots
+``--json PATH`` writes every number for notebooks/A2_attention_kernels_on_a_gpu.ipynb, which plots
 them when it runs without a GPU. On a CPU (``--quick`` or not) the sizes shrink and dtype is float32;
 peak memory is not measured there.
 """

@@ -164,3 +164,86 @@ def test_word_maps_share_one_colour_scale_and_name_a_shape_mistake():
     assert len(fig.axes) == 4  # three panels and one colour bar
     with pytest.raises(ValueError, match=r"word_maps must have shape \(L, h, w\) with L >= 3"):
         show_word_maps(image, maps[:2], ["a", "red", "circle"])
+
+
+# --- token grids and the VQ-VAE diagram (lesson 05) -------------------------------------------
+
+from crossmodal_edu.plotting import BACKGROUND_GREY, draw_vq_vae, show_token_grid, token_colours  # noqa: E402
+
+
+def _luminance(rgb):
+    r, g, b = matplotlib.colors.to_rgb(rgb)
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+@pytest.fixture
+def grid():
+    rng = np.random.default_rng(3)
+    tokens = np.full((8, 8), 109)                      # a background code, and an object of others
+    tokens[2:6, 1:5] = rng.choice(np.arange(256), size=(4, 4), replace=False)
+    return tokens
+
+
+def test_token_colours_give_the_background_grey_and_every_other_code_its_own_colour(grid):
+    colours = token_colours(grid, background=109)
+    assert set(colours) == set(np.unique(grid).tolist())
+    assert colours[109] == BACKGROUND_GREY
+    others = [colour for code, colour in colours.items() if code != 109]
+    assert len(set(others)) == len(others), "two codes share a colour"
+    assert all(max(c) - min(c) > 0.05 for c in others), "a non-background code got a grey"
+
+
+def test_token_grid_paints_each_cell_in_its_codes_colour_and_writes_its_id(grid):
+    colours = token_colours(grid, background=109)
+    ax = show_token_grid(grid, background=109, colours=colours, title="its tokens")
+    painted = ax.images[0].get_array()                 # (8, 8, 3)
+    for (r, c), code in np.ndenumerate(grid):
+        np.testing.assert_allclose(painted[r, c], colours[code])
+    written = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert written == {(r, c): str(code) for (r, c), code in np.ndenumerate(grid)}
+    assert ax.get_title() == "its tokens"
+    assert ax.get_xlabel() == "token column" and ax.get_ylabel() == "token row"
+
+
+def test_token_ids_contrast_with_the_colour_of_their_cell(grid):
+    ax = show_token_grid(grid, background=109)
+    painted = ax.images[0].get_array()
+    for text in ax.texts:
+        c, r = (round(v) for v in text.get_position())
+        if grid[r, c] != 109:
+            assert abs(_luminance(text.get_color()) - _luminance(painted[r, c])) > 0.35, text.get_text()
+
+
+def test_shared_colours_give_one_code_one_colour_in_every_grid(grid):
+    other = np.roll(grid, 3, axis=1)
+    other[0, 0] = 7                                    # a code only the second grid has
+    colours = token_colours(np.stack([grid, other]), background=109)
+    a = show_token_grid(grid, background=109, colours=colours).images[0].get_array()
+    b = show_token_grid(other, background=109, colours=colours).images[0].get_array()
+    code = int(grid[2, 1])
+    np.testing.assert_allclose(a[2, 1], b[2, 4])      # the same code, moved three columns
+    assert other[2, 4] == code
+
+
+def test_token_grid_rejects_a_batch_and_a_palette_without_its_codes(grid):
+    with pytest.raises(ValueError, match=r"\(h, w\).*\(3, 8, 8\)"):
+        show_token_grid(np.stack([grid] * 3))
+    with pytest.raises(ValueError, match="no colour for codes"):
+        show_token_grid(grid, colours={109: BACKGROUND_GREY})
+
+
+def test_vq_vae_diagram_names_every_part_and_the_three_training_terms():
+    ax = draw_vq_vae(commitment=0.25)
+    text = " ".join(t.get_text() for t in ax.texts)
+    for part in ["encoder", "nearest code", "decoder", "codebook", "image_tokens",
+                 "reconstruction loss", "commitment loss", "EMA update", "straight-through"]:
+        assert part in text, part
+    assert "0.25" in text
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "forward pass", "gradient (backward pass)", "codebook update without gradient"]
+    arrows = [child.arrow_patch for child in ax.get_children()
+              if isinstance(child, matplotlib.text.Annotation) and child.arrow_patch is not None]
+    red = [a for a in arrows if matplotlib.colors.same_color(a.get_edgecolor(), "tab:red")]
+    green = [a for a in arrows if matplotlib.colors.same_color(a.get_edgecolor(), "tab:green")]
+    assert len(red) >= 4 and len(green) == 1
+    assert ax.get_title()
