@@ -707,6 +707,54 @@ def merge_nan_when_all_masked(m1, l1, o1, m2, l2, o2):
     return m, np.exp(m1 - m) * l1 + np.exp(m2 - m) * l2, np.exp(m1 - m) * o1 + np.exp(m2 - m) * o2
 
 
+# --- 04.block_backward -------------------------------------------------------------------------
+
+def _learner_block_bwd(q, k, v, out, lse, d_out, weights=None, delta=None, combine=None, grad_scale=True,
+                       score_scale=True):
+    """A learner's block backward; each keyword swaps in one wrongly written step."""
+    d = q.shape[-1]
+    s = q @ k.swapaxes(-1, -2)
+    if score_scale:
+        s = s / np.sqrt(d)
+    p = weights(s) if weights else np.exp(s - lse[..., None])
+    dp = d_out @ v.swapaxes(-1, -2)
+    D = delta(p, dp) if delta else np.sum(d_out * out, axis=-1, keepdims=True)
+    ds = combine(p, dp, D) if combine else p * (dp - D)
+    c = 1 / np.sqrt(d) if grad_scale else 1
+    return c * (ds @ k), c * (ds.swapaxes(-1, -2) @ q), p.swapaxes(-1, -2) @ d_out
+
+
+def bwd_delta_from_block(q, k, v, out, lse, d_out):
+    return _learner_block_bwd(q, k, v, out, lse, d_out, delta=lambda p, dp: np.sum(p * dp, axis=-1, keepdims=True))
+
+
+def bwd_exp_without_lse(q, k, v, out, lse, d_out):
+    return _learner_block_bwd(q, k, v, out, lse, d_out, weights=np.exp)
+
+
+def bwd_softmax_of_block(q, k, v, out, lse, d_out):
+    def softmax(s):
+        e = np.exp(s - s.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    return _learner_block_bwd(q, k, v, out, lse, d_out, weights=softmax)
+
+
+def bwd_plus_delta(q, k, v, out, lse, d_out):
+    return _learner_block_bwd(q, k, v, out, lse, d_out, combine=lambda p, dp, D: p * (dp + D))
+
+
+def bwd_no_delta(q, k, v, out, lse, d_out):
+    return _learner_block_bwd(q, k, v, out, lse, d_out, combine=lambda p, dp, D: p * dp)
+
+
+def bwd_grads_unscaled(q, k, v, out, lse, d_out):
+    return _learner_block_bwd(q, k, v, out, lse, d_out, grad_scale=False)
+
+
+def bwd_scores_unscaled(q, k, v, out, lse, d_out):
+    return _learner_block_bwd(q, k, v, out, lse, d_out, score_scale=False)
+
+
 
 # --- 05.nearest_code ---------------------------------------------------------------------------
 
@@ -1276,6 +1324,15 @@ LEARNER_MISTAKES = {
         "kept only the half with the larger maximum": merge_keeps_larger_half,
         "o not rescaled (only l)": merge_o_not_rescaled,
         "NaN on a row whose keys are all masked in both halves": merge_nan_when_all_masked,
+    },
+    "04.block_backward": {
+        "D from this block only: rowsum(P ∘ dP) over the block's keys": bwd_delta_from_block,
+        "P not recomputed from the lse: np.exp(scores)": bwd_exp_without_lse,
+        "P renormalised over the block (a softmax of the block's scores alone)": bwd_softmax_of_block,
+        "D's sign flipped: P ∘ (dP + D)": bwd_plus_delta,
+        "D left out: dS = P ∘ dP": bwd_no_delta,
+        "dq and dk not scaled by 1/√d_k": bwd_grads_unscaled,
+        "the scores not scaled by 1/√d_k before recomputing P": bwd_scores_unscaled,
     },
     "05.nearest_code": {
         "argmax of the distances: the farthest code": nearest_farthest,

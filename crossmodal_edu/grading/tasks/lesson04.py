@@ -1,6 +1,6 @@
 r"""Exercises 04 · Attention that fits in memory: (predict) the memory of the weights -> one step of
 the online softmax -> fix a blocked kernel whose running output goes stale -> merge the states of
-two halves of the keys (split-K).
+two halves of the keys (split-K) -> the backward pass of one block of keys (the D term).
 
 A state is what the online softmax keeps per query after reading some keys: the running maximum
 ``m`` ``(..., Lq, 1)``, the running sum ``l`` ``(..., Lq, 1)`` measured from ``m``, and the
@@ -470,4 +470,129 @@ MERGE_STATES = FunctionTask(
     ),
 )
 
-TASKS = (MEMORY, ONLINE_UPDATE, BLOCKED_ATTENTION, MERGE_STATES)
+# ---------------------------------------------------------------------------------------------
+# 04.block_backward
+# ---------------------------------------------------------------------------------------------
+
+
+def _bwd_case(rng, lead, Lq, block, d_k, d_v, extra, note):
+    """One block of ``block`` keys out of ``block + extra``: out and lse come from the forward pass
+    over all of them, so that the block's own softmax, or its own rowsum(P * dP), is not the right one."""
+    q = 1.5 * rng.normal(size=(*lead, Lq, d_k))
+    k_all, v_all = rng.normal(size=(*lead, block + extra, d_k)), rng.normal(size=(*lead, block + extra, d_v))
+    out, lse = reference.blocked_attention(q, k_all, v_all, block_size=3, return_lse=True)
+    start = int(rng.integers(0, extra + 1))
+    keys = slice(start, start + block)
+    return Case({"q": q, "k": k_all[..., keys, :], "v": v_all[..., keys, :], "out": out, "lse": lse,
+                 "d_out": rng.normal(size=(*lead, Lq, d_v))}, note=note)
+
+
+def _bwd_cases(rng: np.random.Generator) -> list[Case]:
+    Lq, block, d_k, d_v = distinct(rng, 4, 2, 9)
+    Lq2, block2, d_k2, d_v2 = distinct(rng, 4, 2, 9)
+    return [_bwd_case(rng, (2, int(rng.integers(2, 4))), Lq, block, d_k, d_v, int(rng.integers(3, 7)),
+                      "one block of the keys, batch and head dims"),
+            _bwd_case(rng, (), Lq2, block2, d_k2, d_v2, int(rng.integers(3, 7)), "no batch dims")]
+
+
+def block_backward_reference(q, k, v, out, lse, d_out):
+    r"""One key block's share of the gradients, given the forward pass's ``out`` and ``lse``.
+
+    .. math::
+
+        P = e^{QK^\top/\sqrt{d_k} - \mathrm{lse}}, \quad D = \mathrm{rowsum}(dO \circ O), \quad
+        dS = P \circ (dO\,V^\top - D), \quad
+        dQ = \frac{dS\,K}{\sqrt{d_k}}, \ dK = \frac{dS^\top Q}{\sqrt{d_k}}, \ dV = P^\top dO
+
+    q (..., Lq, d_k); k (..., block, d_k); v (..., block, d_v); out, d_out (..., Lq, d_v); lse (..., Lq).
+    """
+    return reference.blocked_attention_backward(q, k, v, out, lse, d_out)
+
+
+def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=False, sign=-1.0, use_d=True,
+        scale_grads=True, scale_scores=True):
+    """The block's backward pass with one thing changed (each keyword plants one mistake)."""
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    s = q @ np.swapaxes(k, -1, -2) * (scale if scale_scores else 1.0)  # (..., Lq, block)
+    if renormalise:
+        p = np.exp(s - s.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+    else:
+        p = np.exp(s) if no_lse else np.exp(s - lse[..., None])
+    dp = d_out @ np.swapaxes(v, -1, -2)
+    D = (p * dp).sum(axis=-1, keepdims=True) if d_local else (d_out * out).sum(axis=-1, keepdims=True)
+    ds = p * (dp + sign * D) if use_d else p * dp
+    g = scale if scale_grads else 1.0
+    return ds @ k * g, np.swapaxes(ds, -1, -2) @ q * g, np.swapaxes(p, -1, -2) @ d_out
+
+
+def _bw_d_local(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, d_local=True)
+
+
+def _bw_no_lse(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, no_lse=True)
+
+
+def _bw_renormalised(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, renormalise=True)
+
+
+def _bw_d_sign(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, sign=1.0)
+
+
+def _bw_no_d(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, use_d=False)
+
+
+def _bw_no_grad_scale(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, scale_grads=False)
+
+
+def _bw_unscaled_scores(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, scale_scores=False)
+
+
+BLOCK_BACKWARD = FunctionTask(
+    id="04.block_backward",
+    title="The backward pass of one block",
+    points=3,
+    name="block_backward",
+    signature="block_backward(q, k, v, out, lse, d_out) -> (dq, dk, dv)",
+    cases=_bwd_cases,
+    reference=block_backward_reference,
+    outputs=("dq", "dk", "dv"),
+    properties=(
+        has_shapes(lambda c: (c.inputs["q"].shape, c.inputs["k"].shape, c.inputs["v"].shape),
+                   "those of q, k and v"),
+        finite(0, "dq"),
+        finite(1, "dk"),
+        finite(2, "dv"),
+    ),
+    mistakes=(
+        Mistake("D from this block only: rowsum(P ∘ dP) over the block's keys",
+                "D = rowsum(P ∘ dP) runs over *all* the keys, not this block's: use the equal "
+                "D = np.sum(d_out * out, axis=-1, keepdims=True), which the forward pass's out already holds.",
+                _bw_d_local),
+        Mistake("P not recomputed from the lse: np.exp(scores)",
+                "the block's weights are P = np.exp(scores - lse[..., None]): lse is the log of the "
+                "softmax's denominator over all the keys.", _bw_no_lse),
+        Mistake("P renormalised over the block (a softmax of the block's scores alone)",
+                "the weights are normalised over all the keys, not the block's: P = np.exp(scores - "
+                "lse[..., None]), with no further division.", _bw_renormalised),
+        Mistake("D's sign flipped: P ∘ (dP + D)",
+                "the softmax's Jacobian subtracts the row's weighted mean: dS = P * (dP - D).", _bw_d_sign),
+        Mistake("D left out: dS = P ∘ dP",
+                "the softmax couples the row: dS = P * (dP - D), with D = rowsum(d_out * out).", _bw_no_d),
+        Mistake("dq and dk not scaled by 1/√d_k",
+                "the scores are q k^T / √d_k, so dq = dS @ k / √d_k and dk = dS^T @ q / √d_k.",
+                _bw_no_grad_scale),
+        Mistake("the scores not scaled by 1/√d_k before recomputing P",
+                "recompute the forward pass's scores exactly: scores = q @ k^T / √d_k, then "
+                "P = np.exp(scores - lse[..., None]).", _bw_unscaled_scores),
+    ),
+)
+
+
+TASKS = (MEMORY, ONLINE_UPDATE, BLOCKED_ATTENTION, MERGE_STATES, BLOCK_BACKWARD)
