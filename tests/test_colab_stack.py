@@ -64,3 +64,24 @@ def test_every_notebook_and_explorer_runs_on_colabs_package_stack():
     failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
     assert result.returncode == 0, "\n".join(failed) + f"\n(the whole report: {log.relative_to(ROOT)})\n" \
         + result.stdout[-6000:]
+
+
+def test_checked_outputs_compare_as_nbval_does():
+    _spec = importlib.util.spec_from_file_location("colab_stack_inside", ROOT / "tests" / "colab_stack" / "inside.py")
+    inside = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(inside)
+    sanitizers = inside._sanitizers(ROOT)
+
+    def cell(*outputs):
+        return {"outputs": [{"output_type": "stream", "name": "stdout", "text": t} if isinstance(t, str)
+                            else {"output_type": "execute_result", "data": {"text/plain": t[0]}} for t in outputs]}
+
+    # a stream cut into pieces shows the same text; a figure's size and an address are volatile
+    assert inside._shown_text(cell("a\n", "b\n"), sanitizers) == inside._shown_text(cell("a\nb\n"), sanitizers)
+    assert inside._shown_text(cell(("<Figure size 640x480 with 2 Axes>",)), sanitizers) == \
+        inside._shown_text(cell(("<Figure size 800x300 with 2 Axes>",)), sanitizers)
+    assert inside._shown_text(cell("at 0x7f3a2b\n"), sanitizers) == inside._shown_text(cell("at 0x55e1c0\n"), sanitizers)
+    # what a learner would read differently is a difference
+    assert inside._shown_text(cell("weights sum to 1.0\n"), sanitizers) != \
+        inside._shown_text(cell("weights sum to 0.9\n"), sanitizers)
+    assert inside._shown_text(cell("a\n", ("1",)), sanitizers) != inside._shown_text(cell(("1",), "a\n"), sanitizers)

@@ -12,6 +12,7 @@ import configparser
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PINS, colab_source  # noqa: E402  (run.py is the standard-library half of this check)
 
 FOLDERS = ("notebooks", "exercises", "solutions")
+#: Failures on Colab that belong to a lesson and are not fixed yet: notebook -> (text every one of its
+#: problems contains, why). Such a notebook is reported as KNOWN and does not fail the run; any other
+#: problem in it does, and so does its passing (then delete its line: the check stays strict).
+KNOWN_FAILURES = {
+    "notebooks/04_attention_that_fits_in_memory.ipynb": (
+        "GPU numbers not yet measured",
+        "the lesson reads ../benchmarks/sdpa_backends_gpu.json, which is not there on Colab (no checkout in "
+        "/content): it says the GPU numbers are not measured and plots nothing"),
+}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 # What a kernel must report: the versions that matter most for the course, as pinned.
 KERNEL_MODULES = ("IPython", "ipykernel", "ipywidgets", "jupyter_client", "matplotlib", "nbformat", "numpy",
@@ -107,6 +117,13 @@ def kernel_report(prefix: str) -> list[str]:
     return problems
 
 
+def _children_cpu() -> float:
+    """CPU seconds used by this process's finished children (the kernels): a cost that, unlike the
+    wall time, does not grow when other jobs share the machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_notebook(path: str, root: str, wheel: str) -> dict:
     """Execute one notebook as Colab would and list what went wrong (an empty list: it passed)."""
     path, root = Path(path), Path(root)
@@ -116,9 +133,9 @@ def run_notebook(path: str, root: str, wheel: str) -> dict:
     problems = []
     setup = [c for c in nb.cells if c.get("id") == "colab-setup"]
     if len(setup) != 1:
-        return {"path": rel, "seconds": 0.0, "problems": ["no generated set-up cell (id colab-setup)"]}
+        return {"path": rel, "seconds": 0.0, "cpu": 0.0, "problems": ["no generated set-up cell (id colab-setup)"]}
     setup[0].source = colab_source(setup[0].source, Path(wheel))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _children_cpu()
     with tempfile.TemporaryDirectory(prefix="content-") as content:   # Colab starts in an empty /content
         client = NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
                                 resources={"metadata": {"path": content}})
@@ -126,7 +143,7 @@ def run_notebook(path: str, root: str, wheel: str) -> dict:
             client.execute()
         except CellExecutionError as error:
             problems.append("a cell raised:\n" + str(error)[-2500:])
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu_start
     shown = "".join(o.get("text", "") for o in setup[0].outputs if o["output_type"] == "stream")
     if not problems and "crossmodal_edu installed" not in shown:
         problems.append(f"the set-up cell did not say that it installed the course: {shown[-300:]!r}")
@@ -147,7 +164,7 @@ def run_notebook(path: str, root: str, wheel: str) -> dict:
             problems.append(f"the solution does not get full marks: {total.group(0)}")
         elif path.parent.name == "exercises" and total.group(1) != "0":
             problems.append(f"the unanswered exercise scores points: {total.group(0)}")
-    return {"path": rel, "seconds": seconds, "problems": problems}
+    return {"path": rel, "seconds": seconds, "cpu": cpu, "problems": problems}
 
 
 def run_widget_tests(root: Path) -> int:
@@ -180,21 +197,36 @@ def main() -> int:
              else [p for folder in FOLDERS for p in _notebook_ids(root / folder)])
     print(f"[colab-stack] running {len(paths)} notebooks, {args.jobs} at a time", flush=True)
     calls_before = len(args.stub_log.read_text().splitlines()) if args.stub_log.exists() else 0
+    results, notebooks_start = [], time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_notebook, str(p), str(root), args.wheel) for p in paths]
         for future in futures:
             result = future.result()
-            status = "ok" if not result["problems"] else "FAILED"
-            print(f"[colab-stack] {status:6} {result['seconds']:6.1f} s  {result['path']}", flush=True)
-            for problem in result["problems"]:
+            results.append(result)
+            problems, known = result["problems"], KNOWN_FAILURES.get(result["path"])
+            expected = bool(known and problems and all(known[0] in problem for problem in problems))
+            status = "KNOWN" if expected else "ok" if not problems else "FAILED"
+            print(f"[colab-stack] {status:6} {result['seconds']:6.1f} s wall {result['cpu']:6.1f} s CPU  "
+                  f"{result['path']}", flush=True)
+            if expected:
+                print(f"    a known failure, not fixed yet: {known[1]}", flush=True)
+            for problem in problems:
                 print("    " + problem.replace("\n", "\n    "), flush=True)
-                failures.append(f"{result['path']}: {problem.splitlines()[0]}")
+                if not expected:
+                    failures.append(f"{result['path']}: {problem.splitlines()[0]}")
+            if known and not problems:
+                failures.append(f"{result['path']} passes now: delete its line from KNOWN_FAILURES in "
+                                "tests/colab_stack/inside.py")
+    print(f"[colab-stack] notebooks: {time.perf_counter() - notebooks_start:.0f} s wall, "
+          f"{sum(r['cpu'] for r in results):.0f} s CPU in their kernels", flush=True)
     calls = len(args.stub_log.read_text().splitlines()) if args.stub_log.exists() else 0
     if calls - calls_before != len(paths):
         failures.append(f"google.colab.output.enable_custom_widget_manager() was called {calls - calls_before} "
                         f"times for {len(paths)} notebooks")
+    widgets_start = time.perf_counter()
     if run_widget_tests(root) != 0:
         failures.append("tests/test_widgets.py failed on this stack (output above)")
+    print(f"[colab-stack] widget tests: {time.perf_counter() - widgets_start:.0f} s", flush=True)
     for failure in failures:
         print(f"[colab-stack] FAILED: {failure}", flush=True)
     return 1 if failures else 0
