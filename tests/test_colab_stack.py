@@ -57,7 +57,7 @@ def test_every_notebook_and_explorer_runs_on_colabs_package_stack():
     log = ROOT / "build" / "test-artifacts" / "colab-stack.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     result = subprocess.run([sys.executable, str(ROOT / "tests" / "colab_stack" / "run.py")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
     log.write_text(result.stdout)
     if result.returncode == colab_stack.CANNOT_BUILD:
         pytest.skip(result.stdout.strip().splitlines()[-1])

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
@@ -195,12 +195,14 @@ def main() -> int:
 
     paths = ([p.resolve() for p in args.notebooks] if args.notebooks
              else [p for folder in FOLDERS for p in _notebook_ids(root / folder)])
+    # The later lessons take longest: start them first, so that the short ones fill in beside them.
+    paths.sort(key=lambda p: (p.parent.name != "notebooks", [-ord(c) for c in p.name]))
     print(f"[colab-stack] running {len(paths)} notebooks, {args.jobs} at a time", flush=True)
     calls_before = len(args.stub_log.read_text().splitlines()) if args.stub_log.exists() else 0
     results, notebooks_start = [], time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run_notebook, str(p), str(root), args.wheel) for p in paths]
-        for future in futures:
+        for future in as_completed(futures):
             result = future.result()
             results.append(result)
             problems, known = result["problems"], KNOWN_FAILURES.get(result["path"])
