@@ -12,9 +12,10 @@ Both cells are generated from :data:`REPOSITORY` and :data:`BRANCH`, the one pla
 course lives: a fork changes them here and runs ``sync``. The set-up cell does something only on
 Colab: it installs this package from the repository **without its dependencies** (``--no-deps``),
 plus whichever of the light ones Colab lacks. A plain ``pip install`` would resolve
-``jupyterlab>=4.0`` and ``ipywidgets>=8.0`` against Colab's own pinned Jupyter stack: it would
-install a second JupyterLab that Colab never uses and could replace the ipywidgets version Colab's
-frontend expects; PyTorch, NumPy and matplotlib are already there and are never reinstalled. It then
+``jupyterlab>=4.0`` against Colab's own pinned Jupyter stack: it would install a second JupyterLab,
+and the newer Jupyter libraries it needs, that Colab never uses; PyTorch, NumPy, matplotlib and
+ipywidgets (7.7.1 on Colab, which the course supports) are already there and are never reinstalled.
+``tests/colab_stack/`` runs every notebook on Colab's versions, installed this way. It then
 turns on Colab's custom widget manager (for the explorers in :mod:`crossmodal_edu.widgets`) and says
 which GPU the runtime has. Anywhere else (JupyterLab, nbval, the class grader) it does nothing and
 prints nothing.

@@ -216,3 +216,52 @@ def test_playground_draws_one_map_per_caption_word():
     figure = playground.figure()
     titled = [ax.get_title() for ax in figure.axes if ax.get_title().startswith("'")]
     assert titled == [f"'{w}'" for w in "a large red circle at the top left".split()]
+
+
+# --- what a browser sends: the widget protocol's messages (Colab runs ipywidgets 7.7.1, JupyterLab 8.x) ---
+
+
+def _frontend_sets(control, **state):
+    """A learner moves a control in the browser: the frontend sends the new state over the widget's comm
+    (selection widgets send the chosen ``index``, the others their ``value``)."""
+    control._handle_msg({"content": {"data": {"method": "update", "state": state}}, "buffers": []})
+
+
+def _frontend_clicks(button):
+    button._handle_msg({"content": {"data": {"method": "custom", "content": {"event": "click"}}}, "buffers": []})
+
+
+def test_messages_from_the_frontend_drive_the_attention_explorer():
+    explorer, wv, pv = _explorer()
+    explorer.widget()
+    picture = explorer._image_widget.value
+    _frontend_sets(explorer.controls["word"], index=explorer.choices.index("top"))
+    _frontend_sets(explorer.controls["scale"], value=2.0)
+    _frontend_sets(explorer.controls["mask"], value=False)
+    assert (explorer.word, explorer.scale, explorer.mask) == ("top", 2.0, False)
+    expected = _softmax64([2.0 * float(wv[3] @ pv[j]) / np.sqrt(5) for j in range(12)])
+    np.testing.assert_allclose(explorer.word_weights, expected, rtol=1e-12)
+    assert np.all(explorer.image_asks_weights[:, 4:] > 0)        # the padding is no longer masked
+    assert explorer._image_widget.value != picture
+
+
+def test_messages_from_the_frontend_drive_the_head_explorer():
+    explorer, module, x, context, mask = _head_explorer()
+    explorer.widget()
+    _frontend_sets(explorer.controls["head"], index=2)
+    _frontend_sets(explorer.controls["query"], index=3)
+    assert (explorer.head, explorer.query) == (2, "w3")
+    with torch.no_grad():
+        np.testing.assert_allclose(explorer.query_weights, _head_reference(module, x, context, mask, 2, 3), atol=1e-12)
+
+
+def test_messages_from_the_frontend_drive_the_playground():
+    playground = _playground()
+    playground.widget()
+    first = playground.images.copy()
+    _frontend_sets(playground.controls["caption"], value="a small blue square in the middle")
+    _frontend_sets(playground.controls["temperature"], value=0.5)
+    assert np.array_equal(playground.images, first)              # nothing is sampled before the click
+    _frontend_clicks(playground.controls["generate"])
+    assert playground.generation.captions[0] == "a small blue square in the middle"
+    assert playground.temperature == 0.5 and not np.array_equal(playground.images, first)
