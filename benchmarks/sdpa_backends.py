@@ -1,6 +1,6 @@
 """PyTorch's fused attention kernels, each forced in turn: time, peak memory, and the masks it accepts.
 
-    python benchmarks/sdpa_backends.py --out sdpa.md --json benchmarks/sdpa_backends_gpu.json   # GPU, < 2 min
+    python benchmarks/sdpa_backends.py --out sdpa.md --json crossmodal_edu/results/sdpa_backends_gpu.json   # GPU, < 2 min
     python benchmarks/sdpa_backends.py --quick                                                  # CPU, seconds
 
 Self-attention-shaped q, k, v of shape (B, num_heads, L, head_dim) -- on a GPU B = 2, 16 heads,

@@ -31,12 +31,7 @@ FOLDERS = ("notebooks", "exercises", "solutions")
 #: Failures on Colab that belong to a lesson and are not fixed yet: notebook -> (text every one of its
 #: problems contains, why). Such a notebook is reported as KNOWN and does not fail the run; any other
 #: problem in it does, and so does its passing (then delete its line: the check stays strict).
-KNOWN_FAILURES = {
-    "notebooks/04_attention_that_fits_in_memory.ipynb": (
-        "GPU numbers not yet measured",
-        "the lesson reads ../benchmarks/sdpa_backends_gpu.json, which is not there on Colab (no checkout in "
-        "/content): it says the GPU numbers are not measured and plots nothing"),
-}
+KNOWN_FAILURES: dict[str, tuple[str, str]] = {}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 # What a kernel must report: the versions that matter most for the course, as pinned.
 KERNEL_MODULES = ("IPython", "ipykernel", "ipywidgets", "jupyter_client", "matplotlib", "nbformat", "numpy",
