@@ -83,3 +83,12 @@ def test_readme_colab_badges_follow_the_repository_setting_and_cover_every_lesso
         assert (root / link[len(prefix):]).exists(), f"{link} points at no notebook"
     for lesson in course_notebooks(root / "notebooks"):
         assert f"{prefix}notebooks/{lesson.name}" in links, f"no Colab badge for {lesson.name} in README"
+
+
+def test_the_set_up_cell_shows_as_one_titled_line_on_colab_and_in_jupyterlab():
+    for folder in ("notebooks", "solutions", "exercises"):
+        for path in course_notebooks(ROOT / folder):
+            setup = nbformat.read(path, as_version=4).cells[1]
+            assert setup.source.splitlines()[0].startswith("#@title "), f"{path.name}: Colab's form needs #@title first"
+            assert setup.metadata.get("cellView") == "form", path.name
+            assert setup.metadata.get("jupyter", {}).get("source_hidden") is True, path.name
