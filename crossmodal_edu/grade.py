@@ -70,7 +70,7 @@ class Limits:
     max_output: int = 100_000  # characters of output kept per cell
     startup_timeout: int = 60  # seconds for a kernel to start
     max_size: int = 20 * 2**20  # bytes a submitted notebook may have
-    memory_mb: int = 4096  # address space of each kernel process
+    memory_mb: int = 4096  # memory each kernel process may allocate (its data limit on Linux)
     cpu_seconds: int = 1800  # CPU time of each kernel process
     file_mb: int = 256  # the largest file a kernel may write
     processes: int = 256  # processes (and threads) of the kernels' user
@@ -420,7 +420,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="how kernels are confined: the strongest available (default), bubblewrap or fail, "
                              "or resource limits only")
     parser.add_argument("--memory", type=int, default=Limits.memory_mb, metavar="MB",
-                        help=f"memory (address space) of each kernel process (default {Limits.memory_mb} MB)")
+                        help=f"memory each kernel process may allocate (default {Limits.memory_mb} MB)")
     parser.add_argument("--max-size", type=int, default=Limits.max_size, metavar="BYTES",
                         help=f"largest submission read (default {Limits.max_size} bytes)")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ and the grader reports which one was in force (:func:`protection`):
     unprivileged uid of its own, so that it cannot write the course's files or the other submissions. It *can*
     still read what that user may read, use the network and signal that user's processes.
 
-Both apply the same resource limits: memory (address space), CPU time, file size, number of
+Both apply the same resource limits: memory (the data limit on Linux: heap and anonymous mappings), CPU time, file size, number of
 processes, no core files.
 """
 
@@ -164,7 +164,12 @@ def _environment(box: Path, lib: Path, extra: dict[str, str]) -> dict[str, str]:
 
 
 def _limits(memory_mb: int, cpu_seconds: int, file_mb: int, processes: int) -> dict[str, int]:
-    limits = {"RLIMIT_AS": memory_mb * 2**20, "RLIMIT_CPU": cpu_seconds, "RLIMIT_FSIZE": file_mb * 2**20,
+    # Memory: on Linux the data limit, which counts the heap and every private anonymous mapping (all that
+    # NumPy and torch allocate) but not the address space that shared libraries reserve: importing
+    # PyPI's CUDA build of torch maps over 3 GB of libraries on a machine without a GPU, so an address-space
+    # limit would stop the kernel from importing torch at all. Elsewhere the address space.
+    memory = "RLIMIT_DATA" if sys.platform.startswith("linux") else "RLIMIT_AS"
+    limits = {memory: memory_mb * 2**20, "RLIMIT_CPU": cpu_seconds, "RLIMIT_FSIZE": file_mb * 2**20,
               "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 1024}
     if sys.platform.startswith("linux"):  # on macOS the limit counts all of the user's processes
         limits["RLIMIT_NPROC"] = processes
