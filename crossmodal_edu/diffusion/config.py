@@ -66,14 +66,14 @@ class DiffusionConfig:
 class DiffusionTrainConfig(TrainConfig):
     """``TrainConfig`` with the denoiser's defaults, plus the two choices diffusion adds."""
 
-    steps: int = 3000
+    steps: int = 2400
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
     two_object_fraction: float = 0.3
     checkpoint_every: int = 250
-    time_sampling: str = "logit-normal"  # how training draws t: "uniform" or "logit-normal" (SD3)
+    time_sampling: str = "uniform"  # how training draws t: "uniform" or "logit-normal" (SD3's, fewer steps near t = 1)
     ema_decay: float = 0.999  # the sampled model is an exponential moving average of the weights
 
     def __post_init__(self) -> None:
