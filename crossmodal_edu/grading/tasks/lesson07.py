@@ -148,7 +148,7 @@ def _same_shape_twice(case):
 
 FORWARD_PROCESS = FunctionTask(
     id="07.forward_process",
-    title="Noisy latents and the velocity target",
+    title="Noisy latents and their velocity",
     points=2,
     name="forward_process",
     signature="forward_process(x0, noise, t) -> (x_t, v_target)",
@@ -518,7 +518,7 @@ def _at_scale(scale: float, expected: str):
 
 GUIDANCE = FunctionTask(
     id="07.guidance",
-    title="Classifier-free guidance on velocities",
+    title="Guidance on velocities",
     points=2,
     name="guided_velocity",
     signature="guided_velocity(v_uncond, v_cond, guidance_scale) -> v",
@@ -653,7 +653,7 @@ def _split_steps(fn, case, outputs):
 
 INJECT_MAPS = FunctionTask(
     id="07.inject_maps",
-    title="Prompt-to-prompt: inject the source's maps",
+    title="Prompt-to-prompt map injection",
     points=2,
     name="inject_maps",
     signature="inject_maps(weights, stored, inject_steps, layers=None) -> weights",
