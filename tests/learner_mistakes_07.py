@@ -72,6 +72,11 @@ def adaln_scale_without_one(h, shift, scale, gate, norm, mlp):
     return h + gate * mlp(norm(h) * scale + shift)
 
 
+def adaln_without_shift(h, shift, scale, gate, norm, mlp):
+    normed = norm(h)
+    return h + gate * mlp(normed + scale * normed)
+
+
 def adaln_shift_and_scale_swapped(h, shift, scale, gate, norm, mlp):
     return h + gate * mlp(norm(h) * (1 + shift) + scale)
 
@@ -357,6 +362,7 @@ LEARNER_MISTAKES_07 = {
     },
     "07.adaln_mlp": {
         "scale without the 1 +: LN(h)·scale + shift": adaln_scale_without_one,
+        "the shift forgotten: LN(h)·(1 + scale) only": adaln_without_shift,
         "shift and scale swapped": adaln_shift_and_scale_swapped,
         "the gate forgotten: the MLP's output is added at full strength": adaln_no_gate,
         "modulated after the MLP: the scale and shift act on its output": adaln_modulates_the_output,

@@ -543,3 +543,18 @@ def test_the_inject_maps_reference_takes_the_source_maps_only_before_inject_step
     assert got.tolist() == [[1, 0, 1], [1, 0, 1], [0, 0, 0], [0, 0, 0]]
     assert inject_maps_reference(own, source, 0).sum() == 0
     assert inject_maps_reference(own, source, 4).sum() == 12
+
+
+def test_a_sampler_that_counts_a_float_time_down_past_0_fails_and_is_told_to_count_its_steps():
+    def euler_sample(velocity_fn, noise, steps):
+        x, t, dt = noise, 1.0, 1.0 / steps
+        while t > 0:  # 1 - 1/3 - 1/3 - 1/3 is 1e-16: one step more
+            x = x - dt * velocity_fn(x, t)
+            t -= dt
+        return x
+
+    task = get_task("07.euler_sample")
+    for seed in range(5):
+        result = judge(task, euler_sample, seed)
+        assert result.status == FAILED and "misses the one data point" in result.text(), result.text()
+        assert "exactly steps =" in result.text() and "lands on it exactly" in result.text()

@@ -137,7 +137,8 @@ def _along_the_target(fn, case, outputs):
     want = (later - t).reshape(-1, 1, 1, 1) * v
     gap = np.abs(moved - want).max()
     if gap > 1e-9:
-        return f"moving from t to t + Δ changes x_t by Δ·v_target only up to {gap:.3g}: v_target is not d x_t / dt"
+        return (f"moving from t to t + Δ changes x_t by something other than Δ·v_target (up to {gap:.3g} off): x_t "
+                f"must lie on the straight line from x0 to the noise, and v_target be its velocity, d x_t / d t")
     return None
 
 
@@ -233,6 +234,10 @@ def _am_no_one(h, shift, scale, gate, norm, mlp):
     return h + gate * mlp(norm(h) * scale + shift)
 
 
+def _am_no_shift(h, shift, scale, gate, norm, mlp):
+    return h + gate * mlp(norm(h) * (1 + scale))
+
+
 def _am_swapped(h, shift, scale, gate, norm, mlp):
     return h + gate * mlp(norm(h) * (1 + shift) + scale)
 
@@ -293,6 +298,9 @@ ADALN_MLP = FunctionTask(
         Mistake("scale without the 1 +: LN(h)·scale + shift",
                 "scale is a change of the LayerNorm's scale, around 1: with scale = 0 the normalised h must pass "
                 "unchanged, which a plain product cannot do.", _am_no_one),
+        Mistake("the shift forgotten: LN(h)·(1 + scale) only",
+                "adaLN replaces both of the LayerNorm's parameters, its scale and its shift: after scaling, add "
+                "shift.", _am_no_shift),
         Mistake("shift and scale swapped",
                 "scale multiplies, shift adds: LN(h)·(1 + scale) + shift, as in modulate().", _am_swapped),
         Mistake("the gate forgotten: the MLP's output is added at full strength",
@@ -343,7 +351,9 @@ def _linear_field(rng, C, h, w):
 
 def _sample_cases(rng: np.random.Generator) -> list[Case]:
     cases = []
-    for field, steps, note in ((_towards_point, int(rng.integers(2, 7)), "one data point: the walk must land on it"),
+    # 3, 5, 6 and 7: t = 1 counted down by 1/steps in floats ends near 1e-16, not 0, and a loop
+    # `while t > 0` takes one step more; the one-point field shows it.
+    for field, steps, note in ((_towards_point, int(rng.choice([3, 5, 6, 7])), "one data point: the walk must land on it"),
                                (_towards_point, 1, "one data point, steps = 1"),
                                (_linear_field, int(rng.integers(3, 9)), "a linear velocity field"),
                                (_linear_field, 1, "a linear velocity field, steps = 1")):
@@ -408,7 +418,9 @@ def _lands_on_the_point(fn, case, outputs):
         return None
     gap = np.abs(outputs[0] - field.x0.numpy()).max()
     if gap > 1e-6:
-        return f"with one data point every Euler walk lands on it exactly, but this one misses it by up to {gap:.3g}"
+        return (f"this walk misses the one data point by up to {gap:.3g}, and a correct one lands on it exactly: "
+                f"does it take exactly steps = {case.options['steps']} steps, each towards t = 0, the last one ending "
+                f"at t = 0 exactly?")
     return None
 
 
