@@ -25,7 +25,7 @@ import torch
 __all__ = ["TowardsPoint", "LinearVelocity"]
 
 
-def _time(t) -> float:
+def _time(t: float) -> float:
     """``t`` as one float in [0, 1], or a ``ValueError`` that says what came."""
     try:
         value = float(t)
@@ -44,7 +44,7 @@ class TowardsPoint:
 
     x0: torch.Tensor
 
-    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         t = _time(t)
         if t == 0.0:
             raise ValueError("velocity_fn(x, t) was called at t = 0: the velocity towards the data point is "
@@ -60,5 +60,5 @@ class LinearVelocity:
     b: torch.Tensor
     c: torch.Tensor
 
-    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         return self.a * x + _time(t) * self.b + self.c
