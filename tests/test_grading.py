@@ -468,7 +468,7 @@ def test_sample_from_logits_draws_from_the_distribution_exercise_06_grades():
             assert np.all(frequencies[probs == 0] == 0), "a token of probability 0 was drawn"
 
 
-def test_the_checks_of_lessons_05_and_06_leave_the_torch_random_state_and_threads_alone():
+def test_the_checks_of_lessons_05_to_07_leave_the_torch_random_state_and_threads_alone():
     import torch
 
     from crossmodal_edu.grading import tasks_for_lesson
@@ -476,9 +476,85 @@ def test_the_checks_of_lessons_05_and_06_leave_the_torch_random_state_and_thread
     threads = torch.get_num_threads()
     torch.manual_seed(0)
     state = torch.get_rng_state()
-    for task in [*tasks_for_lesson("05"), *tasks_for_lesson("06")]:
+    for task in [*tasks_for_lesson("05"), *tasks_for_lesson("06"), *tasks_for_lesson("07")]:
         if isinstance(task, FunctionTask):
             assert judge(task, task.reference, seed=1).passed
             judge(task, task.mistakes[0].impl, seed=1)
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"
+
+
+# --- latent diffusion (lesson 07) ---------------------------------------------------------------
+
+def test_the_euler_reference_lands_on_one_data_point_and_follows_a_linear_fields_closed_form():
+    """x' = x - Δt·a·x, steps times: x·(1 - a/steps)^steps; and a single data point is reached exactly."""
+    import torch
+
+    from crossmodal_edu.diffusion.toy_fields import LinearVelocity, TowardsPoint
+    from crossmodal_edu.grading.tasks.lesson07 import euler_sample_reference
+
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.uniform(-1, 1, size=(2, 3, 3)))
+    x = torch.from_numpy(rng.normal(size=(4, 2, 3, 3)))
+    zero = torch.zeros(2, 3, 3, dtype=torch.float64)
+    for steps in (1, 2, 5, 8):
+        got = euler_sample_reference(LinearVelocity(a, zero, zero), x, steps)
+        np.testing.assert_allclose(got.numpy(), (x * (1 - a / steps) ** steps).numpy(), rtol=1e-6, atol=1e-7)
+        point = torch.from_numpy(rng.normal(size=(2, 3, 3)))
+        landed = euler_sample_reference(TowardsPoint(point), x, steps)
+        np.testing.assert_allclose(landed.numpy(), point.expand_as(x).numpy(), rtol=0, atol=1e-12)
+
+
+def test_the_adaln_mlp_reference_is_the_denoiser_blocks_last_sub_layer():
+    """A DenoiserBlock whose self-attention gate is 0 and whose cross-attention adds nothing is its MLP
+    sub-layer alone, with the shift, scale and gate the block makes from c."""
+    import torch
+
+    from crossmodal_edu.diffusion.config import DiffusionConfig
+    from crossmodal_edu.diffusion.denoiser import DenoiserBlock
+    from crossmodal_edu.grading.tasks.lesson07 import adaln_mlp_reference
+
+    torch.manual_seed(0)
+    d = 6
+    block = DenoiserBlock(DiffusionConfig(d_model=d, num_heads=2, mlp_ratio=2)).double().eval()
+    with torch.no_grad():
+        linear = block.modulation[1]
+        linear.weight.normal_()
+        linear.bias.normal_()
+        linear.weight[2 * d:3 * d] = 0  # gate1 = 0: the self-attention adds nothing
+        linear.bias[2 * d:3 * d] = 0
+        block.cross_attention.to_out.weight.zero_()  # the cross-attention adds nothing
+        block.cross_attention.to_out.bias.zero_()
+        h, c = torch.randn(3, 5, d, dtype=torch.float64), torch.randn(3, d, dtype=torch.float64)
+        context, mask = torch.randn(3, 4, d, dtype=torch.float64), torch.ones(3, 4, dtype=torch.bool)
+        shift, scale, gate = block.modulation(c)[:, None].chunk(6, dim=-1)[3:]
+        expected = block(h, c, context, mask)[0]
+        got = adaln_mlp_reference(h, shift, scale, gate, block.norm3, block.mlp)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_the_inject_maps_reference_takes_the_source_maps_only_before_inject_steps_in_the_chosen_layers():
+    import torch
+
+    from crossmodal_edu.grading.tasks.lesson07 import inject_maps_reference
+
+    own, source = torch.zeros(4, 3, 1, 1, 1, 1), torch.ones(4, 3, 1, 1, 1, 1)
+    got = inject_maps_reference(own, source, 2, layers=[0, 2])[..., 0, 0, 0, 0]
+    assert got.tolist() == [[1, 0, 1], [1, 0, 1], [0, 0, 0], [0, 0, 0]]
+    assert inject_maps_reference(own, source, 0).sum() == 0
+    assert inject_maps_reference(own, source, 4).sum() == 12
+
+
+def test_a_sampler_that_counts_a_float_time_down_past_0_fails_and_is_told_to_count_its_steps():
+    def euler_sample(velocity_fn, noise, steps):
+        x, t, dt = noise, 1.0, 1.0 / steps
+        while t > 0:  # 1 - 1/3 - 1/3 - 1/3 is 1e-16: one step more
+            x = x - dt * velocity_fn(x, t)
+            t -= dt
+        return x
+
+    task = get_task("07.euler_sample")
+    for seed in range(5):
+        result = judge(task, euler_sample, seed)
+        assert result.status == FAILED and "misses the one data point" in result.text(), result.text()
+        assert "exactly steps =" in result.text() and "lands on it exactly" in result.text()

@@ -17,6 +17,7 @@ from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
 from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
 from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
+from learner_mistakes_07 import LEARNER_MISTAKES_07, RIGHT_ANSWERS_07  # lesson 07's, likewise
 
 SEEDS = (0, 1, 2)
 
@@ -1431,6 +1432,7 @@ LEARNER_MISTAKES = {
     },
 }
 LEARNER_MISTAKES.update(LEARNER_MISTAKES_02B)
+LEARNER_MISTAKES.update(LEARNER_MISTAKES_07)
 
 # Other ways to make a catalogued mistake, which must get the same name.
 VARIANTS = [
@@ -1468,6 +1470,14 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
         else:
             assert f"mistake found: {name}" in result.summary
             assert "Hint: " in result.text() and "seed" in result.text()
+
+
+@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS_07, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS_07])
+def test_a_right_answer_written_unusually_passes(task_id, fn):
+    task = get_task(task_id)
+    for seed in SEEDS:
+        result = judge(task, fn, seed)
+        assert result.status == PASSED, result.text()
 
 
 @pytest.mark.parametrize("task", FUNCTION_TASKS, ids=lambda t: t.id)
