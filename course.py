@@ -121,6 +121,22 @@ def execute_notebooks(python: str, notebooks: list[str]) -> None:
              "--ExecutePreprocessor.record_timing=False", nb], cwd=ROOT, env=env)
 
 
+def parallel_options(python: str, rest: list[str], env: dict[str, str]) -> list[str]:
+    """pytest-xdist options that spread the test files over the CPU cores: ``-n N --dist loadfile``
+    (every cell of a notebook stays in one process, in order, as nbval needs), with N the number
+    of cores, at most 4 (each process may start a notebook kernel). None if the caller chose
+    (``-n``, ``--dist``, ``-p no:xdist``), if there is one core, or if xdist is missing. Each
+    process gets an equal share of the cores' threads (``OMP_NUM_THREADS``), unless set already."""
+    chosen = any(a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n", "--numprocesses=", "--dist="))
+                 or a == "no:xdist" for a in rest)
+    cores = os.cpu_count() or 1
+    if chosen or cores < 2 or not has_module(python, "xdist"):
+        return []
+    workers = min(4, cores)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+    return ["-n", str(workers), "--dist", "loadfile"]
+
+
 def lab_environment(env: dict[str, str]) -> dict[str, str]:
     """``env`` with the course's own JupyterLab defaults (jupyter-config/) on the config path.
 
@@ -152,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             run([*lab, *rest], cwd=ROOT, env=lab_environment(env))
         elif args.command == "test":
             env.setdefault("MPLBACKEND", "Agg")
-            run([python, "-m", "pytest", *rest], cwd=ROOT, env=env)
+            options = parallel_options(python, rest, env)
+            if options:
+                say(f"running the tests in {options[1]} processes, one test file or notebook each "
+                    "(pass -n 0 for one process)")
+            run([python, "-m", "pytest", *options, *rest], cwd=ROOT, env=env)
         elif args.command == "execute":
             if not rest:
                 parser.error("name the notebooks to execute, e.g. notebooks/01_attention_in_numpy.ipynb")

@@ -190,7 +190,7 @@ def test_the_maps_are_attention_over_the_real_words(conditioning):
         if conditioning == "cross-attention":
             torch.testing.assert_close(total, torch.ones_like(total))
         else:  # the words' share of a joint softmax over words and latents
-            assert float(total.max()) <= 1 + 1e-5 and float(total.min()) > 0.0 and float(total.mean()) < 0.99
+            assert float(total.max()) <= 1 + 1e-5 and float(total.min()) >= 0.0 and float(total.mean()) < 0.99
 
 
 def test_reading_through_the_layers_own_weights_gives_its_own_output():
@@ -334,3 +334,46 @@ def test_training_lowers_the_velocity_error(tmp_path):
     # An untrained model predicts v = 0, whose error is E||eps - x0||^2 per number, about 2
     # (the latents are standardised); learning the average direction alone takes it well below.
     assert np.mean(loss[:5]) > 1.5 and np.mean(loss[-10:]) < 0.8 * np.mean(loss[:5])
+
+
+# --- the command line and the shipped checkpoint ------------------------------------------------
+
+
+def test_the_command_line_trains_releases_evaluates_and_samples(tmp_path, capsys):
+    from crossmodal_edu.diffusion.__main__ import main
+
+    out = tmp_path / "tiny.pt"
+    assert main(["train", "--out", str(out), "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--d-model", "32",
+                 "--layers", "1", "--text-layers", "1", "--eval-prompts", "4", "--sampling-steps", "2", "--release"]) == 0
+    checkpoint = load_checkpoint_plain(out)
+    assert "optimizer" not in checkpoint and "trained" not in checkpoint
+    assert checkpoint["model"]["blocks.0.mlp.0.weight"].dtype == torch.float16 and checkpoint["model"]["latent_std"].dtype == torch.float32
+    assert main(["eval", "--checkpoint", str(out), "--eval-prompts", "4", "--sampling-steps", "2"]) == 0
+    assert '"tier1_all"' in capsys.readouterr().out
+    assert main(["sample", "a small red circle at the top left", "--checkpoint", str(out), "--per-caption", "2",
+                 "--sampling-steps", "2", "--out", str(tmp_path / "red.png")]) == 0
+    assert (tmp_path / "red.png").stat().st_size > 0
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(out.read_bytes()[:1000])
+    assert main(["eval", "--checkpoint", str(damaged)]) == 1  # a clear error, not a traceback
+
+
+def load_checkpoint_plain(path):
+    from crossmodal_edu.dalle.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def test_the_shipped_denoiser_draws_what_one_object_prompts_ask_for():
+    from crossmodal_edu.diffusion.train import CHECKPOINT
+    from crossmodal_edu.world.fidelity import image_fidelity
+
+    assert CHECKPOINT.stat().st_size < 5_000_000
+    model, tokenizer = load_text_to_image()
+    assert model.config.conditioning == "cross-attention"
+    # Fresh prompts of a seed of their own (not the evaluation's). The issue's target is 95% on 500;
+    # 80 prompts give a standard error of about 2.5 points, so 85% leaves room for the sample alone.
+    from crossmodal_edu.dalle.evaluate import evaluation_prompts
+
+    captions = evaluation_prompts(80, "tier1", model.config.held_out_pairs, seed=4242)
+    assert image_fidelity(captions, generate(model, tokenizer, captions, guidance_scale=3.0, seed=9).images)["all"] >= 0.85

@@ -27,8 +27,9 @@ from crossmodal_edu.diffusion.train import CHECKPOINT, diffusion_from_checkpoint
 
 
 def release(path: Path) -> None:
-    """Keep only what sampling needs: the EMA weights in float16 (the latent statistics and the
-    tokenizer's codebook in float32), no optimiser, no raw weights. Cannot be resumed."""
+    """Keep only what sampling needs: the EMA weights in float16 (in float32: everything named
+    ``latent_*``, the latent statistics and the small input projection, and the tokenizer's codebook),
+    no optimiser, no raw weights. Cannot be resumed."""
     checkpoint = load_checkpoint(path)
     checkpoint.pop("optimizer", None)
     checkpoint.pop("trained", None)

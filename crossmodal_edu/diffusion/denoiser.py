@@ -57,6 +57,22 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B, dim)
 
 
+def sincos_2d(grid_size: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sinusoidal position codes ``(grid_size ** 2, dim)`` in raster order: half of the
+    channels encode the row, half the column, each as sines and cosines of several frequencies
+    (Vaswani et al. 2017, in two dimensions as in ViT/DiT)."""
+    if dim % 4:
+        raise ValueError(f"dim must be divisible by 4 for 2-D sinusoids, got {dim}")
+    quarter = dim // 4
+    freqs = 1.0 / 10_000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid_size, dtype=torch.float32), torch.arange(grid_size, dtype=torch.float32), indexing="ij")
+    parts = []
+    for coordinate in (rows.flatten(), cols.flatten()):
+        angles = coordinate[:, None] * freqs[None]  # (N, dim/4)
+        parts += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(parts, dim=1)  # (N, dim)
+
+
 class TimeEmbedding(nn.Module):
     """``t`` ``(B,)`` -> ``c`` ``(B, d_model)``: sinusoids, then a two-layer MLP."""
 
@@ -168,7 +184,10 @@ class Denoiser(nn.Module):
         d = config.d_model
         self.text_encoder = TextEncoder(config) if config.conditioning != "none" else None
         self.latent_in = nn.Linear(config.latent_channels, d)
-        self.position_embedding = nn.Parameter(torch.randn(config.num_latents, d) * 0.02)
+        # Where each latent sits: DiT's fixed 2-D sinusoids as the starting point (learned from there).
+        # At the scale of the projected latents (about 1), unlike lesson 06's 0.02-scale start, which
+        # left a denoiser here unable to tell the 64 positions apart for a long time.
+        self.position_embedding = nn.Parameter(sincos_2d(config.grid_size, d))
         self.time_embedding = TimeEmbedding(d)
         self.blocks = nn.ModuleList(self.make_block(config, i) for i in range(config.layers))
         self.final = FinalLayer(d, config.latent_channels)
