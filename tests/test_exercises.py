@@ -206,3 +206,25 @@ def test_every_exercise_task_is_not_attempted_and_scores_zero(path, monkeypatch)
     for task in tasks:
         assert session.latest_result(task.id).status == NOT_ATTEMPTED
     assert f"Total: 0/{sum(t.points for t in tasks)} points" in printed
+
+
+def _readme_rows():
+    """exercises/README.md's table: {lesson: (linked notebook, number of tasks listed, points)}."""
+    rows = {}
+    for line in (ROOT / "exercises" / "README.md").read_text().splitlines():
+        match = re.match(r"\|\s*\[(\w+) · [^\]]+\]\(([\w.-]+)\)\s*\|[^|]*\|([^|]+)\|\s*(\d+)\s*\|$", line)
+        if match:
+            lesson, link, tasks, points = match.groups()
+            rows[lesson] = (link, len(tasks.split(" · ")), int(points))
+    return rows
+
+
+def test_the_exercises_readme_lists_every_lesson_with_its_tasks_and_points_from_the_specs():
+    rows = _readme_rows()
+    assert list(rows) == lessons(), "one row per lesson with exercises, in course order"
+    for path in EXERCISES:
+        lesson = notebook_id(path)
+        tasks = tasks_for_lesson(lesson)
+        expected = (path.name, len(tasks), sum(t.points for t in tasks))
+        assert rows[lesson] == expected, (f"exercises/README.md's row {lesson} says (notebook, tasks, points) = "
+                                          f"{rows[lesson]}, the task specs say {expected}")

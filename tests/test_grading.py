@@ -319,7 +319,7 @@ def test_the_gated_block_reference_is_x_plus_tanh_gate_times_attention_of_the_no
     for seed in range(3):
         for case in task.cases(np.random.default_rng(seed)):
             x, context, context_mask, num_heads, weights = case.fresh()[0]
-            y, starts_closed = task.run(task.reference)(x, context, context_mask, num_heads, weights)
+            y, starts_closed, gate_trains = task.run(task.reference)(x, context, context_mask, num_heads, weights)
             norm, att = weights["norm"], weights["attention"]
             mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
             h = (x - mean) / torch.sqrt(var + 1e-5) * norm["weight"] + norm["bias"]
@@ -341,7 +341,7 @@ def test_the_gated_block_reference_is_x_plus_tanh_gate_times_attention_of_the_no
                 update = mha(h, context, context, key_padding_mask=padding)[0]
             expected = x + math.tanh(float(weights["gate"])) * update
             np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
-            assert float(starts_closed) == 1.0
+            assert float(starts_closed) == 1.0 and float(gate_trains) == 1.0
     assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"
 
 
