@@ -558,3 +558,22 @@ def test_a_sampler_that_counts_a_float_time_down_past_0_fails_and_is_told_to_cou
         result = judge(task, euler_sample, seed)
         assert result.status == FAILED and "misses the one data point" in result.text(), result.text()
         assert "exactly steps =" in result.text() and "lands on it exactly" in result.text()
+
+
+def test_a_failing_check_raises_only_in_nbgraders_grading_runs(monkeypatch):
+    """nbgrader scores a test cell by whether it raised: under autograde or validate a failing check raises,
+    for a learner in JupyterLab it only shows what is wrong."""
+    from crossmodal_edu.grading.session import CheckFailed
+
+    def stub(z, axis=-1):
+        raise NotImplementedError
+
+    monkeypatch.setattr(session, "_SESSION", {})
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    check("01.softmax", stub)  # shown, not raised
+    for run in ("autograde", "validate"):
+        monkeypatch.setenv("NBGRADER_EXECUTION", run)
+        with pytest.raises(CheckFailed, match="01.softmax did not pass: not attempted"):
+            check("01.softmax", stub)
+        check("01.softmax", lambda z, axis=-1: np.exp(z - z.max(axis, keepdims=True))
+              / np.exp(z - z.max(axis, keepdims=True)).sum(axis, keepdims=True))  # a pass raises nothing
