@@ -5,8 +5,7 @@ r"""Generate the exercise notebooks from the solution notebooks, the single sour
     python -m crossmodal_edu.exercises build   # solutions/NN_*.ipynb -> exercises/NN_*.ipynb
     python -m crossmodal_edu.exercises check   # exit 1 if exercises/ differs from what build writes
 
-In a solution notebook, answers are marked with nbgrader's syntax, so an instructor could adopt
-nbgrader later:
+In a solution notebook, answers are marked with nbgrader's syntax:
 
 .. code-block:: python
 
@@ -38,6 +37,10 @@ What the exercise gets instead:
   the notebook's ``crossmodal_edu`` metadata says ``"role": "exercise"`` and where it came from.
 
 A nested, unterminated or misspelt marker is an error naming the notebook, the cell and the line.
+
+``build`` first stamps nbgrader's cell metadata into each solution (solution cells, autograded test cells
+worth their task's points: :mod:`crossmodal_edu.nbgrader_cells`), rewriting the solution only when it
+changes; the exercise inherits it. ``check`` also fails when a solution's metadata is missing or stale.
 """
 
 from __future__ import annotations
@@ -175,13 +178,27 @@ def _solutions(solutions_dir: Path) -> list[Path]:
     return course_notebooks(solutions_dir)
 
 
-def build(solutions_dir: Path, exercises_dir: Path) -> list[Path]:
-    """Write ``exercises_dir/NN_*.ipynb`` for every ``solutions_dir/NN_*.ipynb``; return the paths."""
+def _stamped(path: Path) -> tuple[nbformat.NotebookNode, str]:
+    """The solution at ``path`` with its nbgrader metadata as the task specs give it, and its file text."""
+    from crossmodal_edu.grading.tasks import tasks_for_lesson  # the specs import torch: only when building
+    from crossmodal_edu.lessons import notebook_id
+    from crossmodal_edu.nbgrader_cells import stamp
+
+    points = {t.id: t.points for t in tasks_for_lesson(notebook_id(path))}
+    solution = stamp(nbformat.read(path, as_version=4), points, str(path))
+    return solution, nbformat.writes(solution) + "\n"
+
+
+def build(solutions_dir: Path, exercises_dir: Path, stamp_solutions: bool = True) -> list[Path]:
+    """Write ``exercises_dir/NN_*.ipynb`` for every ``solutions_dir/NN_*.ipynb``; return the paths.
+    With ``stamp_solutions``, a solution whose nbgrader metadata is missing or stale is rewritten first."""
     solutions_dir, exercises_dir = Path(solutions_dir), Path(exercises_dir)
     exercises_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in _solutions(solutions_dir):
-        solution = nbformat.read(path, as_version=4)
+        solution, text = _stamped(path)
+        if stamp_solutions and text != path.read_text(encoding="utf-8"):
+            path.write_text(text, encoding="utf-8")
         exercise = make_exercise(solution, str(path), f"{solutions_dir.name}/{path.name}")
         if any(colab.is_generated(cell) for cell in exercise.cells):
             colab.apply(exercise, f"{exercises_dir.name}/{path.name}")  # the badge opens the exercise
@@ -192,11 +209,15 @@ def build(solutions_dir: Path, exercises_dir: Path) -> list[Path]:
 
 
 def differences(solutions_dir: Path, exercises_dir: Path) -> list[str]:
-    """What differs between ``exercises_dir`` and what :func:`build` would write, one line each."""
+    """What differs between ``exercises_dir`` (and the solutions' nbgrader metadata) and what :func:`build`
+    would write, one line each."""
+    problems = [f"{path}: its nbgrader metadata is missing or stale" for path in _solutions(Path(solutions_dir))
+                if _stamped(path)[1] != path.read_text(encoding="utf-8")]
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = {p.name: p.read_bytes() for p in build(solutions_dir, Path(tmp) / Path(exercises_dir).name)}
+        fresh = {p.name: p.read_bytes()
+                 for p in build(solutions_dir, Path(tmp) / Path(exercises_dir).name, stamp_solutions=False)}
     committed = {p.name: p.read_bytes() for p in course_notebooks(exercises_dir)}
-    problems = [f"{name}: missing from {exercises_dir}" for name in sorted(fresh.keys() - committed.keys())]
+    problems += [f"{name}: missing from {exercises_dir}" for name in sorted(fresh.keys() - committed.keys())]
     problems += [f"{name}: in {exercises_dir} but no solution notebook generates it"
                  for name in sorted(committed.keys() - fresh.keys())]
     problems += [f"{name}: differs from what its solution generates"
@@ -227,7 +248,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"wrote {path}")
             return 0
         problems = differences(solutions, exercises)
-    except MarkerError as error:
+    except ValueError as error:  # a MarkerError, or a check cell nbgrader could not score
         print(f"error: {error}", file=sys.stderr)
         return 2
     for line in problems:

@@ -4,6 +4,8 @@ Each notebook runs in a fresh sandboxed kernel; the report gives every submissio
 submission is modified. The time limits are generous (a busy 2-core laptop must pass too): only the
 looping submission meets them, and it is reported as timed out, never as a silent zero.
 """
+import ast
+import builtins
 import csv
 import hashlib
 import json
@@ -15,14 +17,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from crossmodal_edu.grade import hidden_tests
-from crossmodal_edu.grading import tasks_for_lesson
+from crossmodal_edu.grade import hidden_tests, solution_imports
+from crossmodal_edu.grading import lessons, tasks_for_lesson
 from crossmodal_edu.lessons import course_notebooks, notebook_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_01 = ROOT / "solutions" / "01_attention_in_numpy.ipynb"
 EXERCISE_01 = ROOT / "exercises" / "01_attention_in_numpy.ipynb"
 CELL_TIMEOUT = 15  # seconds; the loop costs two of these (its own check cell, then the regrade)
+SOLUTIONS = {notebook_id(p): p for p in course_notebooks(ROOT / "solutions")}
 
 
 def _edit(source: Path, target: Path, edits: dict) -> None:
@@ -34,8 +37,9 @@ def _edit(source: Path, target: Path, edits: dict) -> None:
 
 
 def _make_submissions(folder: Path) -> None:
+    for path in SOLUTIONS.values():  # a correct submission of every lesson: each must get full marks
+        (folder / f"full_{path.name}").write_bytes(path.read_bytes())
     for name in ("01_attention_in_numpy.ipynb", "02_cross_modal_attention.ipynb"):
-        (folder / f"full_{name}").write_bytes((ROOT / "solutions" / name).read_bytes())
         (folder / f"empty_{name}").write_bytes((ROOT / "exercises" / name).read_bytes())
     _edit(EXERCISE_01, folder / "buggy.ipynb", {
         # softmax without max subtraction: a catalogued mistake
@@ -70,7 +74,7 @@ def graded(tmp_path_factory):
     run = subprocess.run(
         [sys.executable, "-m", "crossmodal_edu.grade", str(folder), "--out", str(out), "--jobs", "2",
          "--cell-timeout", str(CELL_TIMEOUT), "--notebook-timeout", "120", "--seeds", "2", "--seed", "7"],
-        capture_output=True, text=True, timeout=420, cwd=ROOT)
+        capture_output=True, text=True, timeout=900, cwd=ROOT)
     seconds = time.monotonic() - started
     records = {Path(r["submission"]).name: r for r in json.loads(out.with_suffix(".json").read_text())}
     with open(out, newline="") as f:
@@ -85,8 +89,8 @@ def _tasks(record):
 
 def test_the_batch_finishes_within_its_time_limits_and_reports_every_submission(graded):
     assert graded["run"].returncode == 0, graded["run"].stderr
-    assert len(graded["records"]) == 9
-    assert graded["seconds"] < 400
+    assert len(graded["records"]) == 7 + len(SOLUTIONS)
+    assert graded["seconds"] < 840
     assert "wrote" in graded["run"].stdout
 
 
@@ -94,10 +98,9 @@ def test_no_submission_is_modified(graded):
     assert graded["after"] == graded["before"]
 
 
-@pytest.mark.parametrize("lesson", ["01", "02"])
+@pytest.mark.parametrize("lesson", lessons())
 def test_a_full_submission_gets_full_marks(graded, lesson):
-    name = {"01": "full_01_attention_in_numpy.ipynb", "02": "full_02_cross_modal_attention.ipynb"}[lesson]
-    record = graded["records"][name]
+    record = graded["records"][f"full_{SOLUTIONS[lesson].name}"]
     total = sum(t.points for t in tasks_for_lesson(lesson))
     assert (record["status"], record["points"], record["max_points"]) == ("graded", total, total), record
     assert record["notes"] == []
@@ -179,3 +182,36 @@ def test_hidden_tests_are_read_from_the_solution_by_task():
 def test_every_solutions_hidden_tests_belong_to_its_own_tasks(path):
     tests = hidden_tests(nbformat.read(path, as_version=4))
     assert tests and set(tests) <= {t.id for t in tasks_for_lesson(notebook_id(path))}
+
+
+def _top_level_functions(nb) -> set:
+    names = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            try:
+                tree = ast.parse(cell.source)
+            except SyntaxError:
+                continue
+            names |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return names
+
+
+@pytest.mark.parametrize("path", course_notebooks(ROOT / "solutions"), ids=lambda p: p.name)
+def test_hidden_tests_read_only_imports_their_own_names_and_the_learners_functions(path):
+    """The judge runs hidden tests in its own process: a name they read is the solution's import, a name they
+    assign, or a function (or class) of the learner's, called in the kernel. A variable of the notebook's
+    (a demo block, a tensor) does not exist there and would fail every submission, a correct one too."""
+    nb = nbformat.read(path, as_version=4)
+    imported = set()
+    for node in ast.parse(solution_imports(nb)).body:
+        imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    functions = _top_level_functions(nb)
+    for task_id, code in hidden_tests(nb).items():
+        tree = ast.parse(code)
+        assigned = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        assigned |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.Lambda) for a in n.args.args}
+        assigned |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        unknown = read - imported - assigned - functions - set(dir(builtins))
+        assert not unknown, (f"{task_id}'s hidden tests read {sorted(unknown)}, which are neither imported by the "
+                             f"solution, nor assigned in the tests, nor functions the learner writes")

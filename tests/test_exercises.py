@@ -206,3 +206,70 @@ def test_every_exercise_task_is_not_attempted_and_scores_zero(path, monkeypatch)
     for task in tasks:
         assert session.latest_result(task.id).status == NOT_ATTEMPTED
     assert f"Total: 0/{sum(t.points for t in tasks)} points" in printed
+
+
+def _readme_rows():
+    """exercises/README.md's table: {lesson: (linked notebook, number of tasks listed, points)}."""
+    rows = {}
+    for line in (ROOT / "exercises" / "README.md").read_text().splitlines():
+        match = re.match(r"\|\s*\[(\w+) · [^\]]+\]\(([\w.-]+)\)\s*\|[^|]*\|([^|]+)\|\s*(\d+)\s*\|$", line)
+        if match:
+            lesson, link, tasks, points = match.groups()
+            rows[lesson] = (link, len(tasks.split(" · ")), int(points))
+    return rows
+
+
+def test_the_exercises_readme_lists_every_lesson_with_its_tasks_and_points_from_the_specs():
+    rows = _readme_rows()
+    assert list(rows) == lessons(), "one row per lesson with exercises, in course order"
+    for path in EXERCISES:
+        lesson = notebook_id(path)
+        tasks = tasks_for_lesson(lesson)
+        expected = (path.name, len(tasks), sum(t.points for t in tasks))
+        assert rows[lesson] == expected, (f"exercises/README.md's row {lesson} says (notebook, tasks, points) = "
+                                          f"{rows[lesson]}, the task specs say {expected}")
+
+
+# --- nbgrader's cell metadata, stamped by the build from the task specs -----------------------------
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_the_solution_carries_nbgrader_metadata_whose_points_are_the_specs(path):
+    from crossmodal_edu.nbgrader_cells import grade_id
+
+    nb = nbformat.read(path, as_version=4)
+    tasks = tasks_for_lesson(notebook_id(path))
+    marked = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
+    tests = {m["grade_id"]: m["points"] for m in marked if m["grade"]}
+    assert tests == {grade_id(t.id): t.points for t in tasks}
+    assert sum(tests.values()) == sum(t.points for t in tasks)
+    answers = [c for c in _code(nb) if "### BEGIN SOLUTION" in c.source]
+    assert [c.metadata["nbgrader"]["solution"] for c in answers] == [True] * len(answers)
+    assert all(m["schema_version"] == 3 and not (m["grade"] and m["solution"]) for m in marked)
+    ids = [m["grade_id"] for m in marked]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[\w-]+", i) for i in ids)
+
+
+def test_stale_nbgrader_metadata_is_reported_by_check_and_fixed_by_build(tmp_path, capsys):
+    solutions, built = tmp_path / "solutions", tmp_path / "exercises"
+    solutions.mkdir()
+    target = solutions / SOLUTIONS[0].name
+    nb = nbformat.read(SOLUTIONS[0], as_version=4)
+    graded = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    graded.metadata["nbgrader"]["points"] = 99
+    target.write_text(nbformat.writes(nb) + "\n")
+    exercises.build(solutions, built, stamp_solutions=False)
+    assert exercises.main(["check", "--solutions", str(solutions), "--exercises", str(built)]) == 1
+    assert "its nbgrader metadata is missing or stale" in capsys.readouterr().out
+    exercises.build(solutions, built)
+    assert target.read_bytes() == SOLUTIONS[0].read_bytes()
+    assert exercises.main(["check", "--solutions", str(solutions), "--exercises", str(built)]) == 0
+
+
+def test_an_answer_and_a_check_in_one_cell_cannot_be_scored_by_nbgrader():
+    from crossmodal_edu.nbgrader_cells import stamp
+
+    nb = _notebook(FUNCTION + '\ncheck("99.f", f)')
+    with pytest.raises(ValueError, match="cells of their own"):
+        stamp(nb, {"99.f": 2}, "nb")
+    with pytest.raises(ValueError, match="not a task of this lesson"):
+        stamp(_notebook('check("99.g", g)'), {"99.f": 2}, "nb")

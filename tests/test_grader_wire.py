@@ -102,6 +102,47 @@ def test_a_backward_pass_from_the_judge_reaches_the_kernel_and_back():
     assert torch.allclose(z.grad, 2.0 * z_q)
 
 
+def test_an_answer_that_is_a_class_is_called_in_the_kernel_like_a_function(answer):
+    """03.gated_block asks for an nn.Module class: the judge must call it in the kernel, not ask for its value."""
+    from crossmodal_edu.grading.regrade import grade_task
+    from crossmodal_edu.grading.tasks.lesson03 import _GatedReference, _gated_mistake
+
+    task = get_task("03.gated_block")
+    answer(task.id, _GatedReference)
+    assert grade_task(task, _channel, seeds=[1, 2])["status"] == "passed"
+    opened = _gated_mistake(gate_init=1.0)
+    answer(task.id, opened)
+    record = grade_task(task, _channel, seeds=[1])
+    assert (record["status"], record["mistake"]) == ("failed", judge(task, opened, seed=1).mistake)
+
+
+class _FloatGate(torch.nn.Module):
+    """A gated block whose gate is a plain float: right on every output, but training can never open it."""
+
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__()
+        from crossmodal_edu.torch_attention import MultiHeadCrossAttention
+
+        self.norm = torch.nn.LayerNorm(query_dim)
+        self.attention = MultiHeadCrossAttention(query_dim, context_dim, num_heads)
+        self.gate = 0.0
+
+    def forward(self, x, context, context_mask=None):
+        return x + float(np.tanh(self.gate)) * self.attention(self.norm(x), context, context_mask)
+
+
+def test_a_gate_that_cannot_train_fails_in_the_kernel_as_in_the_notebook(answer):
+    """What a hidden test used to check on the learner's block in the judge is measured in the kernel."""
+    from crossmodal_edu.grading.regrade import grade_task
+
+    task = get_task("03.gated_block")
+    local = judge(task, _FloatGate, seed=1)
+    assert not local.passed and "a parameter that training can open" in local.text()
+    answer(task.id, _FloatGate)
+    record = grade_task(task, _channel, seeds=[1])
+    assert record["status"] == local.status and "a parameter that training can open" in record["feedback"]
+
+
 def test_a_prediction_travels_as_its_number(answer):
     task = get_task("01.score_std")
     assert judge(task, wire.decode(wire.encode(np.float64(8.0)))).passed

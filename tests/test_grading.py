@@ -319,7 +319,7 @@ def test_the_gated_block_reference_is_x_plus_tanh_gate_times_attention_of_the_no
     for seed in range(3):
         for case in task.cases(np.random.default_rng(seed)):
             x, context, context_mask, num_heads, weights = case.fresh()[0]
-            y, starts_closed = task.run(task.reference)(x, context, context_mask, num_heads, weights)
+            y, starts_closed, gate_trains = task.run(task.reference)(x, context, context_mask, num_heads, weights)
             norm, att = weights["norm"], weights["attention"]
             mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
             h = (x - mean) / torch.sqrt(var + 1e-5) * norm["weight"] + norm["bias"]
@@ -341,7 +341,7 @@ def test_the_gated_block_reference_is_x_plus_tanh_gate_times_attention_of_the_no
                 update = mha(h, context, context, key_padding_mask=padding)[0]
             expected = x + math.tanh(float(weights["gate"])) * update
             np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-10, atol=1e-12)
-            assert float(starts_closed) == 1.0
+            assert float(starts_closed) == 1.0 and float(gate_trains) == 1.0
     assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"
 
 
@@ -558,3 +558,22 @@ def test_a_sampler_that_counts_a_float_time_down_past_0_fails_and_is_told_to_cou
         result = judge(task, euler_sample, seed)
         assert result.status == FAILED and "misses the one data point" in result.text(), result.text()
         assert "exactly steps =" in result.text() and "lands on it exactly" in result.text()
+
+
+def test_a_failing_check_raises_only_in_nbgraders_grading_runs(monkeypatch):
+    """nbgrader scores a test cell by whether it raised: under autograde or validate a failing check raises,
+    for a learner in JupyterLab it only shows what is wrong."""
+    from crossmodal_edu.grading.session import CheckFailed
+
+    def stub(z, axis=-1):
+        raise NotImplementedError
+
+    monkeypatch.setattr(session, "_SESSION", {})
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    check("01.softmax", stub)  # shown, not raised
+    for run in ("autograde", "validate"):
+        monkeypatch.setenv("NBGRADER_EXECUTION", run)
+        with pytest.raises(CheckFailed, match="01.softmax did not pass: not attempted"):
+            check("01.softmax", stub)
+        check("01.softmax", lambda z, axis=-1: np.exp(z - z.max(axis, keepdims=True))
+              / np.exp(z - z.max(axis, keepdims=True)).sum(axis, keepdims=True))  # a pass raises nothing

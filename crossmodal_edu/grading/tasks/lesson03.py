@@ -472,8 +472,10 @@ def _gated_cases(rng: np.random.Generator) -> list[Case]:
 
 def _gated_harness(cls):
     """Build the learner's block (it must start as the identity), then give it the case's trained
-    weights and gate, and run it. Returns ``(y, starts closed)``: the output with the trained
-    weights, and 1.0 if the freshly built block returned ``x`` exactly, else 0.0."""
+    weights and gate, and run it. Returns ``(y, starts closed, gate trains)``: the output with the trained
+    weights; 1.0 if the freshly built block returned ``x`` exactly, else 0.0; 1.0 if its gate is an
+    ``nn.Parameter`` that gets a gradient while closed, else 0.0. All three are measured here, where the
+    learner's block lives (in the class grader, their kernel): only numbers leave."""
 
     def run(x, context, context_mask, num_heads, weights):
         with torch.random.fork_rng(devices=[]):  # its init must not draw from the learner's torch RNG
@@ -487,13 +489,21 @@ def _gated_harness(cls):
         with torch.no_grad():
             fresh = block(x, context, context_mask)
             starts_closed = torch.tensor(float(isinstance(fresh, torch.Tensor) and torch.equal(fresh, x)))
+        gate_trains = torch.tensor(0.0)
+        if isinstance(block.gate, nn.Parameter):
+            with torch.enable_grad():
+                probe = block(x, context, context_mask)
+                if isinstance(probe, torch.Tensor) and probe.requires_grad:
+                    (grad,) = torch.autograd.grad(probe.square().sum(), [block.gate], allow_unused=True)
+                    gate_trains = torch.tensor(float(grad is not None and bool(grad.abs().sum() > 0)))
+        with torch.no_grad():
             block.norm.load_state_dict(weights["norm"])
             block.attention.load_state_dict(weights["attention"])
             if isinstance(block.gate, torch.Tensor):
                 block.gate.copy_(weights["gate"].expand_as(block.gate))
             else:
                 block.gate = float(weights["gate"])
-            return block(x, context, context_mask), starts_closed
+            return block(x, context, context_mask), starts_closed, gate_trains
 
     return run
 
@@ -550,12 +560,19 @@ def _gate_raw(g):
 
 
 def _gated_shapes(case: Case):
-    return (tuple(case.inputs["x"].shape), ())
+    return (tuple(case.inputs["x"].shape), (), ())
 
 
 def _starts_closed(fn, case, outputs):
     if outputs[1] != 1.0:
         return "a block just built (gate at its initial value) does not return x exactly"
+    return None
+
+
+def _gate_trains(fn, case, outputs):
+    if outputs[2] != 1.0:
+        return ("the gate of a block just built is not an nn.Parameter that gets a gradient: "
+                "self.gate = nn.Parameter(torch.zeros(())), used as torch.tanh(self.gate) in forward")
     return None
 
 
@@ -568,12 +585,13 @@ GATED_BLOCK = FunctionTask(
               "and .gate, whose forward(x, context, context_mask=None) returns y (B, Lq, query_dim)",
     cases=_gated_cases,
     reference=_gated_reference,
-    outputs=("y", "starts as the identity"),
+    outputs=("y", "starts as the identity", "the gate trains"),
     harness=_gated_harness,
-    unreported=("starts as the identity",),
+    unreported=("starts as the identity", "the gate trains"),
     properties=(
         has_shapes(_gated_shapes, "y like x (B, Lq, query_dim)"),
         Property("a new block must be the identity: its gate starts closed", _starts_closed),
+        Property("the gate must be a parameter that training can open", _gate_trains),
     ),
     mistakes=(
         Mistake("the gate does not start closed: a new block must return x unchanged",
