@@ -55,14 +55,15 @@ def test_sync_is_idempotent_and_replaces_an_outdated_header(tmp_path, monkeypatc
 
 
 def test_the_exercise_generator_carries_the_cells_and_points_the_badge_at_the_exercise(tmp_path):
+    # lesson 01: the build stamps nbgrader metadata from a lesson's task specs, so the lesson must have some
     (tmp_path / "solutions").mkdir()
-    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Exercises 09 · x", id="t")])
-    colab.apply(solution, "solutions/09_x.ipynb")
-    (tmp_path / "solutions" / "09_x.ipynb").write_text(nbformat.writes(solution))
+    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Exercises 01 · x", id="t")])
+    colab.apply(solution, "solutions/01_x.ipynb")
+    (tmp_path / "solutions" / "01_x.ipynb").write_text(nbformat.writes(solution))
     from crossmodal_edu.exercises import build
     (written,) = build(tmp_path / "solutions", tmp_path / "exercises")
     cells = nbformat.read(written, as_version=4).cells
-    assert "/blob/main/exercises/09_x.ipynb" in cells[0].source
+    assert "/blob/main/exercises/01_x.ipynb" in cells[0].source
     assert cells[1].source == colab.SETUP_SOURCE and colab.is_generated(cells[1])
     assert colab.differences(tmp_path, ["solutions", "exercises"]) == []
 
