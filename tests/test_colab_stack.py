@@ -11,7 +11,6 @@ import importlib.util
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("colab_stack_run", ROOT / "tests" / "colab_stack" / "run.py")
 colab_stack = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(colab_stack)
-
-
-_spec = importlib.util.spec_from_file_location("colab_stack_early", ROOT / "tests" / "colab_stack" / "early.py")
-early = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(early)
 
 # Colab's runtime as published (googlecolab/backend-info, pip-freeze.gpu.txt, 2026-08-19), written
 # out here independently of pins.txt, so that an edit of one that the other lacks fails.
@@ -59,27 +53,17 @@ def test_the_set_up_cell_installs_the_checkouts_wheel_in_place_of_the_repository
 
 
 @pytest.mark.colab_stack
-def test_every_notebook_and_explorer_runs_on_colabs_package_stack(request):
+def test_every_notebook_and_explorer_runs_on_colabs_package_stack():
     log = ROOT / "build" / "test-artifacts" / "colab-stack.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    files = early.colab_stack_files(request.config)
-    if files["started"].exists():  # tests/conftest.py started the run when the tests were collected
-        deadline = time.monotonic() + 3600
-        while not files["rc"].exists():
-            if time.monotonic() > deadline:
-                pytest.fail(f"the Colab-stack run started at collection gave no result within an hour: {files['log']}")
-            time.sleep(2)
-        returncode, stdout = int(files["rc"].read_text()), files["log"].read_text()
-    else:
-        result = subprocess.run([sys.executable, str(ROOT / "tests" / "colab_stack" / "run.py")],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
-        returncode, stdout = result.returncode, result.stdout
-    log.write_text(stdout)
-    if returncode == colab_stack.CANNOT_BUILD:
-        pytest.skip(stdout.strip().splitlines()[-1])
-    failed = [line for line in stdout.splitlines() if "FAILED" in line]
-    assert returncode == 0, "\n".join(failed) + f"\n(the whole report: {log.relative_to(ROOT)})\n" \
-        + stdout[-6000:]
+    result = subprocess.run([sys.executable, str(ROOT / "tests" / "colab_stack" / "run.py")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=3600)
+    log.write_text(result.stdout)
+    if result.returncode == colab_stack.CANNOT_BUILD:
+        pytest.skip(result.stdout.strip().splitlines()[-1])
+    failed = [line for line in result.stdout.splitlines() if "FAILED" in line]
+    assert result.returncode == 0, "\n".join(failed) + f"\n(the whole report: {log.relative_to(ROOT)})\n" \
+        + result.stdout[-6000:]
 
 
 def test_checked_outputs_compare_as_nbval_does():
