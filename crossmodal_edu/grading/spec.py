@@ -66,7 +66,11 @@ class Mistake:
     ``name`` is what the learner is told they did ("softmax over the queries axis"), ``hint`` what to
     change. ``impl`` is the mistake as code, with the task function's signature; ``value`` is the
     wrong prediction that reveals it (prediction tasks). A mistake with ``in_place=True`` is
-    recognised by the inputs changing, not by its output.
+    recognised by the inputs changing, not by its output. A mistake with ``raises`` (a regular
+    expression) is recognised by the exception the learner's function raises: its type and message,
+    ``"TypeError: ..."``, must match (``re.search``); it needs no ``impl``. ``also`` holds other ways
+    of writing the same mistake that give other outputs (a row with nothing to see left NaN by one
+    softmax and zero by another): agreeing with any of them names it.
     """
 
     name: str
@@ -74,6 +78,8 @@ class Mistake:
     impl: Optional[Callable[..., Any]] = None
     value: Any = None
     in_place: bool = False
+    raises: Optional[str] = None
+    also: tuple[Callable[..., Any], ...] = ()
 
 
 @dataclass(frozen=True)

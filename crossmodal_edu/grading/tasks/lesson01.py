@@ -12,6 +12,7 @@ import numpy as np
 
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks.attention_slips import attention_mistakes, numpy_attention, slip_name
 from crossmodal_edu.grading.tasks.properties import (
     a_number,
     between_0_and_1,
@@ -238,26 +239,6 @@ ATTENTION_PROPERTIES = (
 )
 
 
-def _att_no_scale(q, k, v):
-    return _sdpa(q, k, v, 1.0)
-
-
-def _att_by_d_k(q, k, v):
-    return _sdpa(q, k, v, 1 / q.shape[-1])
-
-
-def _att_by_d_v(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(v.shape[-1]))
-
-
-def _att_by_Lk(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(k.shape[-2]))
-
-
-def _att_softmax_queries(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(q.shape[-1]), axis=-2)
-
-
 def _att_k_not_transposed(q, k, v):
     weights = reference.softmax(q @ k / np.sqrt(q.shape[-1]))
     return weights @ v, weights
@@ -278,10 +259,6 @@ def _att_swapped_return(q, k, v):
     return weights, out
 
 
-def _att_naive_softmax(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(q.shape[-1]), softmax=_softmax_no_max)
-
-
 def _att_in_place(q, k, v):
     q /= np.sqrt(q.shape[-1])
     return _sdpa(q, k, v, 1.0)
@@ -298,21 +275,8 @@ ATTENTION = FunctionTask(
     outputs=("out", "weights"),
     properties=ATTENTION_PROPERTIES,
     mistakes=(
-        Mistake("no 1/√d_k scaling",
-                "divide the scores by np.sqrt(d_k), with d_k = q.shape[-1]: without it the scores "
-                "grow with the width and the softmax saturates.", _att_no_scale),
-        Mistake("divided by d_k instead of √d_k",
-                "the scores' standard deviation is √d_k, so divide by np.sqrt(d_k), not by d_k.",
-                _att_by_d_k),
-        Mistake("scaled by √d_v (the values' width) instead of √d_k",
-                "d_k is the width of the queries and keys, q.shape[-1]; v.shape[-1] is d_v.",
-                _att_by_d_v),
-        Mistake("scaled by √Lk (the number of keys) instead of √d_k",
-                "d_k is the width of a query, q.shape[-1], not the number of keys k.shape[-2].",
-                _att_by_Lk),
-        Mistake("softmax over the wrong axis (the queries, not the keys)",
-                "each query spreads one unit of attention over the keys: softmax along the last "
-                "axis of the (..., Lq, Lk) scores, axis=-1.", _att_softmax_queries),
+        *attention_mistakes("01.attention", lambda slip: lambda q, k, v: numpy_attention(q, k, v, slip=slip),
+                            has={"scale", "softmax", "large"}),
         Mistake("K not transposed (q @ k)",
                 "scores[i, j] = q_i · k_j needs q @ k.swapaxes(-1, -2): (..., Lq, d_k) @ (..., d_k, Lk).",
                 _att_k_not_transposed),
@@ -323,9 +287,6 @@ ATTENTION = FunctionTask(
                 "the output mixes the values: weights @ v, of shape (..., Lq, d_v).", _att_weights_at_k),
         Mistake("returns (weights, out) instead of (out, weights)",
                 "return the output first, then the weights: return out, weights.", _att_swapped_return),
-        Mistake("softmax without max subtraction",
-                "your softmax overflows at large scores (NaN): fix it in task 1 (subtract the row maximum).",
-                _att_naive_softmax),
         Mistake(IN_PLACE, "", _att_in_place, in_place=True),
     ),
 )
@@ -362,40 +323,6 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
 
 def _scores(q, k):
     return q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])  # (..., Lq, Lk)
-
-
-def _stable_softmax(z):
-    """The learner's softmax from task 1: stable, but NaN on a row that is entirely -inf."""
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _masked_after_softmax(q, k, v, mask):
-    weights = reference.softmax(_scores(q, k)) * mask
-    return weights @ v, weights
-
-
-def _masked_fill_zero(q, k, v, mask):
-    weights = reference.softmax(np.where(mask, _scores(q, k), 0.0))
-    return weights @ v, weights
-
-
-def _masked_inverted(q, k, v, mask):
-    return reference.scaled_dot_product_attention(q, k, v, ~mask)
-
-
-def _masked_ignored(q, k, v, mask):
-    return reference.scaled_dot_product_attention(q, k, v)
-
-
-def _masked_nan_rows(q, k, v, mask):
-    weights = _stable_softmax(np.where(mask, _scores(q, k), -np.inf))
-    return weights @ v, weights
-
-
-def _masked_uniform_rows(q, k, v, mask):
-    weights = reference.softmax(np.where(mask, _scores(q, k), -1e9))
-    return weights @ v, weights
 
 
 def _may_see(case: Case) -> np.ndarray:
@@ -441,29 +368,10 @@ MASKED_ATTENTION = FunctionTask(
                     "the weights of query", rows=lambda case, sums: _may_see(case).any(axis=-1)),
         Property("`out` must equal `weights @ v`", _out_is_weights_at_v),
     ),
-    mistakes=(
-        Mistake("mask applied after the softmax",
-                "multiplying the weights by the mask zeroes the masked keys but leaves the other "
-                "weights summing to less than 1. Put -inf into the masked scores before the softmax.",
-                _masked_after_softmax),
-        Mistake("masked scores filled with 0 instead of −inf",
-                "e^0 = 1, so masked keys still get weight; fill with -np.inf, for which e^-inf = 0.",
-                _masked_fill_zero),
-        Mistake("inverted mask (True treated as 'ignore')",
-                "in this course True means 'may attend': keep the scores where mask is True, "
-                "np.where(mask, scores, -np.inf).", _masked_inverted),
-        Mistake("mask not applied", "the mask must change the scores before the softmax.",
-                _masked_ignored),
-        Mistake("a query that may see no key gets NaN",
-                "when every key of a row is masked, its maximum is -inf and -inf - (-inf) is NaN. "
-                "Find those rows with mask.any(axis=-1, keepdims=True) and give them zero weights.",
-                _masked_nan_rows),
-        Mistake("a query that may see no key gets uniform weights",
-                "a large negative number instead of -inf spreads a fully masked row evenly over keys "
-                "it may not see; such a query should get zero weights and a zero output.",
-                _masked_uniform_rows),
-    ),
-    planted="mask applied after the softmax",
+    mistakes=attention_mistakes(
+        "01.masked_attention", lambda slip: lambda q, k, v, mask: numpy_attention(q, k, v, mask, slip=slip),
+        has={"scale", "softmax", "mask", "blind"}),
+    planted=slip_name("mask_after_softmax"),
 )
 
 TASKS = (SOFTMAX, SCORE_STD, ATTENTION, MASKED_ATTENTION)

@@ -21,6 +21,7 @@ from torch import nn
 from crossmodal_edu import numpy_attention as np_reference
 from crossmodal_edu.compare import to_numpy
 from crossmodal_edu.grading.spec import Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks.attention_slips import TORCH_WORDS, attention_mistakes, torch_attention
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.properties import (
     a_number,
@@ -147,31 +148,18 @@ def _forward(x, context, to_q, to_k, to_v, to_out, H, context_mask, scale=None, 
     return (to_out(heads) if project_out else heads), weights
 
 
-def _fw_no_scale(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-                    scale=lambda hd, x, inner: 1.0)
+def _fw_slip(slip):
+    """``cross_attention_forward`` with the shared slip ``slip`` planted
+    (crossmodal_edu/grading/tasks/attention_slips.py)."""
 
+    def forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+        q, k, v = _split(to_q(x), num_heads), _split(to_k(context), num_heads), _split(to_v(context), num_heads)
+        mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        heads, weights = torch_attention(q, k, v, mask, slip=slip, query_dim=x.shape[-1],
+                                         context_dim=context.shape[-1], inner=to_q.out_features)
+        return to_out(_merge(heads)), weights
 
-def _fw_by_inner(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-                    scale=lambda hd, x, inner: 1 / math.sqrt(inner))
-
-
-def _fw_by_query_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-                    scale=lambda hd, x, inner: 1 / math.sqrt(x.shape[-1]))
-
-
-def _fw_softmax_queries(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, dim=-2)
-
-
-def _fw_mask_inverted(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, keep=lambda m: ~m)
-
-
-def _fw_mask_ignored(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, keep=lambda m: None)
+    return forward
 
 
 def _fw_no_to_out(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -226,23 +214,10 @@ FORWARD = FunctionTask(
         Property("padded words must get zero weight", _padded_words_zero),
     ),
     mistakes=(
-        Mistake("no 1/√head_dim scaling",
-                "divide the scores by math.sqrt(head_dim), the width of one head: q.shape[-1].", _fw_no_scale),
-        Mistake("scaled by √(num_heads * head_dim) instead of √head_dim",
-                "each head has its own softmax over its own head_dim-wide dot products: divide by "
-                "math.sqrt(head_dim), not by the width of all heads together.", _fw_by_inner),
-        Mistake("scaled by √query_dim instead of √head_dim",
-                "head_dim is the width of one head after the projection, q.shape[-1], not x.shape[-1].",
-                _fw_by_query_dim),
-        Mistake("softmax over the wrong axis (the queries, not the keys)",
-                "each query spreads its attention over the context: .softmax(dim=-1) on (B, num_heads, Lq, Lk).",
-                _fw_softmax_queries),
-        Mistake("inverted mask (True treated as 'ignore')",
-                "context_mask is True for real words: fill the scores where it is False, "
-                "scores.masked_fill(~context_mask[:, None, None, :], float('-inf')).", _fw_mask_inverted),
-        Mistake("mask not applied",
-                "when context_mask is given, padded words must get -inf scores before the softmax.",
-                _fw_mask_ignored),
+        *attention_mistakes(
+            "03.forward", _fw_slip, has={"scale", "softmax", "mask", "project", "heads"},
+            words={**TORCH_WORDS, "d_k": "head_dim", "d_k_is": "q.shape[-1] = to_q.out_features // num_heads"},
+            not_here={"by_d_v": "every head's values are head_dim wide, like its keys"}),
         Mistake("forgot to_out: the output is left num_heads * head_dim wide",
                 "after merging the heads, project back to the query stream's width: to_out(heads).",
                 _fw_no_to_out),
@@ -351,12 +326,23 @@ def _mha(x, context, layer, key_padding_mask, *, transpose_q=False, biases=True,
         return mha(x, context, context, key_padding_mask=key_padding_mask, average_attn_weights=average)
 
 
+def _mha_slip(slip):
+    """``attend_with_mha`` with the shared slip ``slip`` made in nn.MultiheadAttention's terms: its
+    key_padding_mask left out, or given as numbers (a float mask is added to the scores)."""
+
+    if "/" in slip:  # nn.MultiheadAttention's own softmax: no second way to treat an empty row
+        return None
+
+    def attend(x, context, layer, context_mask):
+        keep = context_mask.to(x.dtype)
+        padding = {"mask_ignored": None, "mask_added": keep, "mask_times_inf": (1 - keep) * float("-inf")}[slip]
+        return _mha(x, context, layer, padding)
+
+    return attend
+
+
 def _mha_not_inverted(x, context, layer, context_mask):
     return _mha(x, context, layer, context_mask)
-
-
-def _mha_no_mask(x, context, layer, context_mask):
-    return _mha(x, context, layer, None)
 
 
 def _mha_no_biases(x, context, layer, context_mask):
@@ -398,8 +384,22 @@ MHA_MASK = FunctionTask(
         Mistake("key_padding_mask not inverted (it means True = ignore)",
                 "nn.MultiheadAttention's key_padding_mask is True where a word must be IGNORED, the opposite "
                 "of context_mask: pass key_padding_mask=~context_mask.", _mha_not_inverted),
-        Mistake("mask not passed",
-                "padded words must be hidden: pass key_padding_mask=~context_mask.", _mha_no_mask),
+        *attention_mistakes(
+            "03.mha_mask", _mha_slip, has={"mask"}, words=TORCH_WORDS,
+            not_here={"mask_inverted": "nn.MultiheadAttention's own convention is True = ignore: passing "
+                                       "context_mask as it is, this task's planted bug, is named in its terms",
+                      "mask_zero": "nn.MultiheadAttention takes no scores to fill",
+                      "mask_after_softmax": "nn.MultiheadAttention applies its mask itself, before its softmax"},
+            hints={"mask_ignored": "padded words must be hidden: pass key_padding_mask=~context_mask.",
+                   "mask_added": "a float key_padding_mask is ADDED to the scores: context_mask.float() adds 1 "
+                                 "to the real words and 0 to the padding, which keeps its weight. Pass the "
+                                 "boolean ~context_mask, which hides the padding.",
+                   "mask_times_inf": "(~context_mask) * float('-inf') is NaN wherever the mask is True (0 times "
+                                     "infinity); pass the boolean key_padding_mask=~context_mask."}),
+        Mistake("context_mask passed as attn_mask",
+                "attn_mask is a mask per (query, key) pair, (Lq, Lk) or (B * num_heads, Lq, Lk), True = "
+                "hidden; a mask per caption word goes into key_padding_mask=~context_mask.",
+                raises=r"attn_mask"),
         Mistake("biases not copied",
                 "nn.MultiheadAttention starts with zero biases: copy in_proj_bias (q, k, v concatenated) "
                 "and out_proj.bias from the layer.", _mha_no_biases),

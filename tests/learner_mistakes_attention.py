@@ -1,0 +1,372 @@
+"""The shared attention slips (crossmodal_edu/grading/tasks/attention_slips.py), written the way a
+learner would write them in each task that computes attention, lessons 01-03 (imported by
+tests/test_grading_mistakes.py).
+
+Independent of the catalogue's code: each function below is one learner's whole answer, in that
+lesson's idiom (NumPy and their own softmax in 01-02, PyTorch in 03), with one thing wrong. The
+same slip must get the same name in every task.
+"""
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _softmax(z, axis=-1):  # the learner's own softmax from task 01.softmax: NaN on an all -inf row
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# --- 01.attention ------------------------------------------------------------------------------
+
+def attention_times_sqrt(q, k, v):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) * math.sqrt(q.shape[-1]))
+    return w @ v, w
+
+
+def attention_by_Lq(q, k, v):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-2]))
+    return w @ v, w
+
+
+# --- 01.masked_attention: the learner's fixed version, with one other thing wrong ----------------
+
+def _masked(q, k, v, mask, scale=None, axis=-1):
+    s = q @ np.swapaxes(k, -1, -2) * (1 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    s = np.where(mask, s, -np.inf)
+    w = _softmax(s, axis=axis)
+    w = np.where(np.isnan(w), 0.0, w)  # the row that may see nothing
+    return w @ v, w
+
+
+def masked_no_scale(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=1.0)
+
+
+def masked_by_d_k(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=1 / q.shape[-1])
+
+
+def masked_times_sqrt(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=q.shape[-1] ** 0.5)
+
+
+def masked_by_d_v(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=1 / math.sqrt(v.shape[-1]))
+
+
+def masked_by_Lk(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=k.shape[-2] ** -0.5)
+
+
+def masked_by_Lq(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=q.shape[-2] ** -0.5)
+
+
+def masked_softmax_queries(q, k, v, mask):
+    return _masked(q, k, v, mask, axis=-2)
+
+
+def masked_scores_times_mask(q, k, v, mask):
+    s = (q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])) * mask
+    w = _softmax(s)
+    return w @ v, w
+
+
+def masked_plus_mask(q, k, v, mask):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]) + mask.astype(float)
+    w = _softmax(s)
+    return w @ v, w
+
+
+def masked_plus_mask_minus_one(q, k, v, mask):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]) + (mask - 1)
+    w = _softmax(s)
+    return w @ v, w
+
+
+def masked_times_inf(q, k, v, mask):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]) + (~mask) * -np.inf
+    w = _softmax(s)
+    return w @ v, w
+
+
+def masked_negated(q, k, v, mask):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    s = s + 1e9 * -(~mask)
+    w = _softmax(s)
+    return w @ v, w
+
+
+def masked_bool_minus_bool(q, k, v, mask):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    hidden = np.ones_like(mask) - mask
+    w = _softmax(np.where(hidden, -np.inf, s))
+    return w @ v, w
+
+
+# --- 02.cross_attention ------------------------------------------------------------------------
+
+def _cross(x, c, W_Q, W_K, W_V, W_O, divide_by):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    w = _softmax(q @ k.swapaxes(-1, -2) / divide_by(q, k, v))
+    return w @ v @ W_O, w
+
+
+def cross_by_d_k(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: q.shape[-1])
+
+
+def cross_times_sqrt(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: 1 / np.sqrt(W_Q.shape[1]))
+
+
+def cross_by_d_v(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(W_V.shape[1]))
+
+
+def cross_by_Lk(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(c.shape[-2]))
+
+
+def cross_by_Lq(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(len(x) if x.ndim == 2 else x.shape[1]))
+
+
+# --- 02.padded_cross_attention: fixed, with one other thing wrong ---------------------------------
+
+def _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=None, axis=-1, hide=None):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    s = q @ k.swapaxes(-1, -2) * (1 / np.sqrt(W_K.shape[1]) if scale is None else scale)
+    m = context_mask[:, None, :]
+    s = np.where(m, s, -np.inf) if hide is None else hide(s, m)
+    w = _softmax(s, axis=axis)
+    return w @ v @ W_O, w
+
+
+def padded_no_scale(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1)
+
+
+def padded_by_d_k(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1 / W_Q.shape[1])
+
+
+def padded_times_sqrt(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=np.sqrt(W_Q.shape[1]))
+
+
+def padded_by_d_v(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1 / np.sqrt(W_V.shape[1]))
+
+
+def padded_by_Lk(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1 / np.sqrt(context_mask.shape[1]))
+
+
+def padded_by_Lq(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1 / np.sqrt(x.shape[1]))
+
+
+def padded_by_query_dim(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1 / np.sqrt(x.shape[-1]))
+
+
+def padded_by_context_dim(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1 / np.sqrt(c.shape[-1]))
+
+
+def padded_softmax_queries(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, axis=1)
+
+
+def padded_plus_mask(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s + m)
+
+
+def padded_times_inf(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s + np.where(m, 0, 1) * -np.inf)
+
+
+def padded_negated(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: np.where(-m, -np.inf, s))
+
+
+def padded_bool_minus_bool(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s - 1e9 * (True - m))
+
+
+# --- 03.forward: in PyTorch --------------------------------------------------------------------
+
+def _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, divide_by=None, hide=None):
+    B, Lq, _ = x.shape
+    def heads(t):
+        return t.reshape(B, t.shape[1], num_heads, -1).permute(0, 2, 1, 3)
+    q, k, v = heads(to_q(x)), heads(to_k(context)), heads(to_v(context))
+    s = torch.matmul(q, k.transpose(2, 3)) / (math.sqrt(q.size(-1)) if divide_by is None else divide_by(q, x, context))
+    if context_mask is not None:
+        m = context_mask.view(B, 1, 1, -1)
+        s = s.masked_fill(m.logical_not(), -math.inf) if hide is None else hide(s, m)
+    w = torch.softmax(s, dim=-1)
+    return to_out((w @ v).permute(0, 2, 1, 3).reshape(B, Lq, -1)), w
+
+
+def forward_by_d_k(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: q.shape[-1])
+
+
+def forward_times_sqrt(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: q.shape[-1] ** -0.5)
+
+
+def forward_by_Lk(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(c.shape[1]))
+
+
+def forward_by_Lq(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(x.shape[1]))
+
+
+def forward_by_context_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(c.shape[-1]))
+
+
+def forward_after_softmax(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    w = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+    if context_mask is not None:
+        w = w * context_mask[:, None, None, :]
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_masked_with_zero(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, hide=lambda s, m: s.masked_fill(~m, 0.0))
+
+
+def forward_plus_mask(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, hide=lambda s, m: s + m.float())
+
+
+def forward_times_inf(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+               hide=lambda s, m: s + (~m).double() * float("-inf"))
+
+
+def forward_negated(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+               hide=lambda s, m: s.masked_fill(-m, float("-inf")))
+
+
+def forward_one_minus_mask(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+               hide=lambda s, m: s - 1e9 * (1 - m))
+
+
+# --- 03.mha_mask: nn.MultiheadAttention ----------------------------------------------------------
+
+def _mha(layer, dtype):
+    mha = nn.MultiheadAttention(layer.query_dim, layer.num_heads, kdim=layer.context_dim, vdim=layer.context_dim,
+                                batch_first=True, dtype=dtype)
+    with torch.no_grad():
+        mha.q_proj_weight.copy_(layer.to_q.weight)
+        mha.k_proj_weight.copy_(layer.to_k.weight)
+        mha.v_proj_weight.copy_(layer.to_v.weight)
+        mha.in_proj_bias.copy_(torch.cat([layer.to_q.bias, layer.to_k.bias, layer.to_v.bias]))
+        mha.out_proj.weight.copy_(layer.to_out.weight)
+        mha.out_proj.bias.copy_(layer.to_out.bias)
+    return mha
+
+
+def mha_float_mask(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=context_mask.to(x.dtype),
+                                average_attn_weights=False)
+
+
+def mha_mask_minus_one(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=context_mask.double() - 1,
+                                average_attn_weights=False)
+
+
+def mha_times_inf(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=(~context_mask).to(x.dtype) * float("-inf"),
+                                average_attn_weights=False)
+
+
+def mha_negated(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=-context_mask, average_attn_weights=False)
+
+
+def mha_one_minus(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=1 - context_mask, average_attn_weights=False)
+
+
+def mha_as_attn_mask(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, attn_mask=~context_mask, average_attn_weights=False)
+
+
+SCALE = {
+    "01": {"no 1/√d_k scaling": masked_no_scale, "divided by d_k instead of √d_k": masked_by_d_k,
+           "multiplied by √d_k instead of dividing by it": masked_times_sqrt,
+           "scaled by √d_v (the values' width) instead of √d_k": masked_by_d_v,
+           "scaled by √Lk (the number of keys) instead of √d_k": masked_by_Lk,
+           "scaled by √Lq (the number of queries) instead of √d_k": masked_by_Lq},
+}
+ADDED = "the mask added to the scores as a number (1/0 or 0/−1), not as −inf"
+TIMES_INF = "−inf multiplied by the mask: 0 · (−inf) is NaN"
+NEGATED = "negated a boolean mask with `-`"
+ARITHMETIC = "arithmetic on a boolean mask (`mask - 1`, `1 - mask`)"
+
+LEARNER_MISTAKES_ATTENTION = {
+    "01.attention": {
+        "multiplied by √d_k instead of dividing by it": attention_times_sqrt,
+        "scaled by √Lq (the number of queries) instead of √d_k": attention_by_Lq,
+    },
+    "01.masked_attention": {
+        **SCALE["01"],
+        "softmax over the wrong axis (the queries, not the keys)": masked_softmax_queries,
+        ADDED: masked_plus_mask, TIMES_INF: masked_times_inf, NEGATED: masked_negated, ARITHMETIC: masked_bool_minus_bool,
+    },
+    "02.cross_attention": {
+        "divided by d_k instead of √d_k": cross_by_d_k,
+        "multiplied by √d_k instead of dividing by it": cross_times_sqrt,
+        "scaled by √d_v (the values' width) instead of √d_k": cross_by_d_v,
+        "scaled by √Lk (the number of keys) instead of √d_k": cross_by_Lk,
+        "scaled by √Lq (the number of queries) instead of √d_k": cross_by_Lq,
+    },
+    "02.padded_cross_attention": {
+        "no 1/√d_k scaling": padded_no_scale, "divided by d_k instead of √d_k": padded_by_d_k,
+        "multiplied by √d_k instead of dividing by it": padded_times_sqrt,
+        "scaled by √d_v (the values' width) instead of √d_k": padded_by_d_v,
+        "scaled by √Lk (the number of keys) instead of √d_k": padded_by_Lk,
+        "scaled by √Lq (the number of queries) instead of √d_k": padded_by_Lq,
+        "scaled by √query_dim (the width of x) instead of √d_k": padded_by_query_dim,
+        "scaled by √context_dim (the width of the context) instead of √d_k": padded_by_context_dim,
+        "softmax over the wrong axis (the queries, not the keys)": padded_softmax_queries,
+        ADDED: padded_plus_mask, TIMES_INF: padded_times_inf, NEGATED: padded_negated, ARITHMETIC: padded_bool_minus_bool,
+    },
+    "03.forward": {
+        "divided by head_dim instead of √head_dim": forward_by_d_k,
+        "multiplied by √head_dim instead of dividing by it": forward_times_sqrt,
+        "scaled by √Lk (the number of keys) instead of √head_dim": forward_by_Lk,
+        "scaled by √Lq (the number of queries) instead of √head_dim": forward_by_Lq,
+        "scaled by √context_dim (the width of the context) instead of √head_dim": forward_by_context_dim,
+        "mask applied after the softmax": forward_after_softmax,
+        "hidden scores set to 0 instead of −inf": forward_masked_with_zero,
+        ADDED: forward_plus_mask, TIMES_INF: forward_times_inf, NEGATED: forward_negated, ARITHMETIC: forward_one_minus_mask,
+    },
+    "03.mha_mask": {
+        ADDED: mha_float_mask, TIMES_INF: mha_times_inf, NEGATED: mha_negated, ARITHMETIC: mha_one_minus,
+        "context_mask passed as attn_mask": mha_as_attn_mask,
+    },
+}
+
+# Other ways to write a slip above (or a catalogued one), which must get the same name.
+VARIANTS_ATTENTION = [
+    ("01.masked_attention", "hidden scores set to 0 instead of −inf", masked_scores_times_mask),
+    ("01.masked_attention", ADDED, masked_plus_mask_minus_one),
+    ("03.mha_mask", ADDED, mha_mask_minus_one),
+]
