@@ -18,6 +18,18 @@ def _softmax(z, axis=-1):  # the learner's own softmax from task 01.softmax: NaN
     return e / e.sum(axis=axis, keepdims=True)
 
 
+# --- 01.softmax --------------------------------------------------------------------------------
+
+def softmax_minus_min(z, axis=-1):
+    shifted = z - np.min(z, axis=axis, keepdims=True)
+    return np.exp(shifted) / np.exp(shifted).sum(axis=axis, keepdims=True)
+
+
+def softmax_minus_mean(z, axis=-1):
+    e = np.exp(z - z.mean(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 # --- 01.attention ------------------------------------------------------------------------------
 
 def attention_times_sqrt(q, k, v):
@@ -253,7 +265,7 @@ def forward_plus_mask(x, context, to_q, to_k, to_v, to_out, num_heads, context_m
 
 def forward_times_inf(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-               hide=lambda s, m: s + (~m).double() * float("-inf"))
+               hide=lambda s, m: s + (~m).to(s.dtype) * float("-inf"))
 
 
 def forward_negated(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -321,6 +333,7 @@ NEGATED = "negated a boolean mask with `-`"
 ARITHMETIC = "arithmetic on a boolean mask (`mask - 1`, `1 - mask`)"
 
 LEARNER_MISTAKES_ATTENTION = {
+    "01.softmax": {"subtracted the minimum (or the mean), not the maximum": softmax_minus_min},
     "01.attention": {
         "multiplied by √d_k instead of dividing by it": attention_times_sqrt,
         "scaled by √Lq (the number of queries) instead of √d_k": attention_by_Lq,
@@ -366,6 +379,7 @@ LEARNER_MISTAKES_ATTENTION = {
 
 # Other ways to write a slip above (or a catalogued one), which must get the same name.
 VARIANTS_ATTENTION = [
+    ("01.softmax", "subtracted the minimum (or the mean), not the maximum", softmax_minus_mean),
     ("01.masked_attention", "hidden scores set to 0 instead of −inf", masked_scores_times_mask),
     ("01.masked_attention", ADDED, masked_plus_mask_minus_one),
     ("03.mha_mask", ADDED, mha_mask_minus_one),

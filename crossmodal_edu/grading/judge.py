@@ -129,14 +129,18 @@ def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
     return False
 
 
-def _agrees(learner: list[_Outcome], mistake: list[_Outcome], task: FunctionTask) -> bool:
+def _tolerance(task: FunctionTask, case: Case) -> tuple[float, float]:
+    return (task.rtol if case.rtol is None else case.rtol), (task.atol if case.atol is None else case.atol)
+
+
+def _agrees(learner: list[_Outcome], mistake: list[_Outcome], task: FunctionTask, cases: list[Case]) -> bool:
     both_returned = False
-    for mine, theirs in zip(learner, mistake):
+    for mine, theirs, case in zip(learner, mistake, cases):
         if mine.error is not None or theirs.error is not None:
             if mine.error is None or theirs.error is None or type(mine.error) is not type(theirs.error):
                 return False
             continue
-        if not _close(mine.value, theirs.value, task.rtol, task.atol):
+        if not _close(mine.value, theirs.value, *_tolerance(task, case)):
             return False
         both_returned = True
     return both_returned
@@ -373,7 +377,7 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
 
     expected = [_as_arrays(_reference(task, case)) for case in cases]
     unpacked = [(_unpack(task, o.value) if o.error is None else (None, None)) for o in mine]
-    right = [o.error is None and _close(o.value, e, task.rtol, task.atol) for o, e in zip(mine, expected)]
+    right = [o.error is None and _close(o.value, e, *_tolerance(task, c)) for o, e, c in zip(mine, expected, cases)]
 
     if all(right):
         for case, (outputs, _) in zip(cases, unpacked):
@@ -388,7 +392,7 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
     catalogue = sorted((m for m in task.mistakes if m.impl is not None and not m.in_place),
                        key=lambda m: m.name != task.planted)
     for mistake in catalogue:
-        if not any(_agrees(mine, [_call(task.run(impl), case) for case in cases], task)
+        if not any(_agrees(mine, [_call(task.run(impl), case) for case in cases], task, cases)
                    for impl in (mistake.impl, *mistake.also)):
             continue
         if mistake.name == task.planted:
@@ -427,7 +431,8 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
             return _result(task, FAILED, f"`{name}` has the wrong shape",
                            [f"`{name}` has shape {tuple(a.shape)}, but it should have shape "
                             f"{tuple(b.shape)}" + (f": {how}" if how else ""), seen], seed=seed)
-    deviation = [_deviation(task, outputs, reference_outputs).capitalize(), *_how_it_differs(task, outputs, reference_outputs)]
+    deviation = [_deviation(task, outputs, reference_outputs).capitalize(),
+                 *_how_it_differs(task, case, outputs, reference_outputs)]
     for prop in task.properties:
         problem = _checked_property(prop, run, case, outputs)
         if problem:
@@ -436,13 +441,14 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
                    [*deviation, seen], seed=seed)
 
 
-def _how_it_differs(task: FunctionTask, mine: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -> list[str]:
+def _how_it_differs(task: FunctionTask, case: Case, mine: tuple[np.ndarray, ...],
+                    expected: tuple[np.ndarray, ...]) -> list[str]:
     """Which outputs are right and which are not, and what kind of difference each wrong one shows."""
     lines, wrong = [], []
     for name, a, b in zip(task.outputs, mine, expected):
         if name in task.unreported:
             continue
-        if not _close(a, b, task.rtol, task.atol):
+        if not _close(a, b, *_tolerance(task, case)):
             wrong.append(name)
             how = describe_difference(a, b)
             if how:

@@ -37,12 +37,15 @@ class Case:
 
     ``inputs`` are passed positionally, in order (their names are only for messages, so a learner
     may name the parameters as they like); ``options`` are passed by keyword (``axis=1``).
-    ``note`` says what is special about the case ("logits near 10 000"), for messages.
+    ``note`` says what is special about the case ("logits near 10 000"), for messages. ``rtol`` and
+    ``atol``, when given, replace the task's tolerances on this case (one in float32, say).
     """
 
     inputs: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    rtol: Optional[float] = None  # looser tolerances for this case than the task's (a float32 case, say)
+    atol: Optional[float] = None
 
     def fresh(self) -> tuple[list[Any], dict[str, Any]]:
         """Deep copies of the arguments, so that no call can change what the next call sees."""

@@ -46,12 +46,18 @@ def _softmax_cases(rng: np.random.Generator) -> list[Case]:
     L = int(rng.integers(3, 6))
     levels = rng.choice([-1e4, 0.0, 1e4], size=(B, Lq, 1))
     levels[0, :2, 0] = [1e4, -1e4]  # at least two rows far apart
+    spread = rng.normal(size=(B, Lq, Lk))
+    spread[:, :, 0] -= 900.0  # inside each slice, logits from about -900 to +900: only the maximum
+    spread[:, :, 1] += 900.0  # keeps every exponent below 709 (the minimum or the mean overflow)
     return [
         Case({"z": 2 * rng.normal(size=(B, Lq, Lk))}),
         Case({"z": 1e4 + rng.normal(size=(B, Lq, Lk))}, note="logits near 10 000"),
         Case({"z": levels + rng.normal(size=(B, Lq, Lk))}, note="rows at very different levels"),
+        Case({"z": spread}, note="logits from -900 to +900 inside one row"),
         Case({"z": rng.normal(size=(B, Lq, Lk))}, {"axis": 1}),
+        Case({"z": rng.normal(size=(Lk, B, Lq))}, {"axis": 0}, note="softmax along the first axis"),
         Case({"z": rng.normal(size=(L, L))}, note="a square matrix"),
+        Case({"z": 3 * rng.normal(size=Lk)}, note="a single vector of scores"),
     ]
 
 
@@ -61,6 +67,11 @@ def _axis(case: Case) -> int:
 
 def _softmax_no_max(z, axis=-1):
     e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_min(z, axis=-1):
+    e = np.exp(z - z.min(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 
 
@@ -123,6 +134,10 @@ SOFTMAX = FunctionTask(
                 "np.exp(z) overflows to inf once z exceeds about 709, and inf / inf is NaN. Subtract "
                 "the maximum first: z - z.max(axis=axis, keepdims=True); it changes nothing else.",
                 _softmax_no_max),
+        Mistake("subtracted the minimum (or the mean), not the maximum",
+                "any constant may be subtracted in exact arithmetic, but only the maximum keeps every "
+                "exponent at most 0: with logits far apart in one row, e^(z - min) overflows to inf.",
+                _softmax_min),
         Mistake("subtracted the maximum of the whole array, not of each row",
                 "z.max() is one number for the whole array; a row far below it underflows to 0 / 0. "
                 "Take one maximum per slice: z.max(axis=axis, keepdims=True).",

@@ -39,6 +39,8 @@ def _projection_cases(rng: np.random.Generator, with_out: bool = False) -> list[
         # query_dim = context_dim only here: the one case on which mixing up x and context runs.
         Case({"x": normal(size=(Lq, width)), "context": normal(size=(Lk, width)),
               **_weights(rng, width, width, d_k2, d_v2, with_out)}, note="query_dim = context_dim"),
+        Case({"x": normal(size=(1, query_dim)), "context": normal(size=(Lk, context_dim)),
+              **_weights(rng, query_dim, context_dim, d_k, d_v, with_out)}, note="a single query, no batch dims"),
     ]
 
 
