@@ -30,6 +30,22 @@ def softmax_minus_mean(z, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def softmax_shift_on_top_only(z, axis=-1):
+    top = np.exp(z - np.max(z, axis=axis, keepdims=True))
+    bottom = np.sum(np.exp(z), axis=axis, keepdims=True)
+    return top / bottom
+
+
+def softmax_max_of_rows(z, axis=-1):
+    z = z - z.max(-1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis, keepdims=True)
+
+
+def softmax_axis_zero(z, axis=0):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 # --- 01.attention ------------------------------------------------------------------------------
 
 def attention_times_sqrt(q, k, v):
@@ -39,6 +55,16 @@ def attention_times_sqrt(q, k, v):
 
 def attention_by_Lq(q, k, v):
     w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-2]))
+    return w @ v, w
+
+
+def attention_weights_scaled(q, k, v):
+    w = _softmax(q @ np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1])
+    return w @ v, w
+
+
+def attention_softmax_axis0(q, k, v):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]), axis=0)
     return w @ v, w
 
 
@@ -78,6 +104,23 @@ def masked_by_Lq(q, k, v, mask):
 
 def masked_softmax_queries(q, k, v, mask):
     return _masked(q, k, v, mask, axis=-2)
+
+
+def masked_weights_scaled(q, k, v, mask):
+    out, w = _masked(q, k, v, mask, scale=1.0)
+    w = w / np.sqrt(q.shape[-1])
+    return w @ v, w
+
+
+def masked_softmax_axis0(q, k, v, mask):
+    return _masked(q, k, v, mask, axis=0)
+
+
+def masked_indexed(q, k, v, mask):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    s[~mask] = -np.inf
+    w = np.nan_to_num(_softmax(s))
+    return w @ v, w
 
 
 def masked_scores_times_mask(q, k, v, mask):
@@ -146,6 +189,24 @@ def cross_by_Lq(x, c, W_Q, W_K, W_V, W_O):
     return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(len(x) if x.ndim == 2 else x.shape[1]))
 
 
+def cross_weights_scaled(x, c, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    w = _softmax(q @ k.swapaxes(-1, -2)) * W_Q.shape[1] ** -0.5
+    return w @ v @ W_O, w
+
+
+def cross_softmax_axis0(x, c, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    w = _softmax(q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]), axis=0)
+    return w @ v @ W_O, w
+
+
+def cross_with_residual(x, c, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    w = _softmax(q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1]))
+    return x + (w @ v) @ W_O, w
+
+
 # --- 02.padded_cross_attention: fixed, with one other thing wrong ---------------------------------
 
 def _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=None, axis=-1, hide=None):
@@ -191,6 +252,29 @@ def padded_by_context_dim(x, c, W_Q, W_K, W_V, W_O, context_mask):
 
 def padded_softmax_queries(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, axis=1)
+
+
+def padded_weights_scaled(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    out, w = _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=1.0)
+    w = w / np.sqrt(W_Q.shape[1])
+    return w @ (c @ W_V) @ W_O, w
+
+
+def padded_softmax_axis0(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, axis=0)
+
+
+def padded_with_residual(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    out, w = _padded(x, c, W_Q, W_K, W_V, W_O, context_mask)
+    return out + x, w
+
+
+def padded_indexed(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    s[~context_mask[:, None, :]] = -np.inf
+    w = _softmax(s)
+    return w @ v @ W_O, w
 
 
 def padded_plus_mask(x, c, W_Q, W_K, W_V, W_O, context_mask):
@@ -242,6 +326,66 @@ def forward_by_Lq(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=
 
 def forward_by_context_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(c.shape[-1]))
+
+
+def forward_weights_scaled(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    s = q @ k.transpose(-1, -2)
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = s.softmax(dim=-1) / math.sqrt(q.shape[-1])
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_softmax_dim0(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = torch.softmax(s, 0)
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_indexed(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s[~context_mask[:, None, None, :]] = float("-inf")
+    w = torch.softmax(s, -1)
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_heads_wrong_order(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    def split(t):
+        return t.reshape(B, t.shape[1], -1, num_heads).permute(0, 3, 1, 2)
+    q, k, v = split(to_q(x)), split(to_k(context)), split(to_v(context))
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = s.softmax(-1)
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_view_after_transpose(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = s.softmax(-1)
+    return to_out((w @ v).transpose(1, 2).view(B, Lq, -1)), w
 
 
 def forward_after_softmax(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -333,14 +477,19 @@ NEGATED = "negated a boolean mask with `-`"
 ARITHMETIC = "arithmetic on a boolean mask (`mask - 1`, `1 - mask`)"
 
 LEARNER_MISTAKES_ATTENTION = {
-    "01.softmax": {"subtracted the minimum (or the mean), not the maximum": softmax_minus_min},
+    "01.softmax": {"subtracted the minimum (or the mean), not the maximum": softmax_minus_min,
+                   "the maximum subtracted in the numerator only": softmax_shift_on_top_only,
+                   "the maximum taken along the last axis, the sum along `axis`": softmax_max_of_rows,
+                   "the default is not axis=-1": softmax_axis_zero},
     "01.attention": {
         "multiplied by √d_k instead of dividing by it": attention_times_sqrt,
         "scaled by √Lq (the number of queries) instead of √d_k": attention_by_Lq,
+        "scaled the weights after the softmax, not the scores before it": attention_weights_scaled, "softmax over the first axis (axis=0), not the keys": attention_softmax_axis0,
     },
     "01.masked_attention": {
         **SCALE["01"],
         "softmax over the wrong axis (the queries, not the keys)": masked_softmax_queries,
+        "scaled the weights after the softmax, not the scores before it": masked_weights_scaled, "softmax over the first axis (axis=0), not the keys": masked_softmax_axis0, "indexed the scores with a mask of another shape": masked_indexed,
         ADDED: masked_plus_mask, TIMES_INF: masked_times_inf, NEGATED: masked_negated, ARITHMETIC: masked_bool_minus_bool,
     },
     "02.cross_attention": {
@@ -349,6 +498,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √d_v (the values' width) instead of √d_k": cross_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": cross_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": cross_by_Lq,
+        "scaled the weights after the softmax, not the scores before it": cross_weights_scaled, "softmax over the first axis (axis=0), not the keys": cross_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": cross_with_residual,
     },
     "02.padded_cross_attention": {
         "no 1/√d_k scaling": padded_no_scale, "divided by d_k instead of √d_k": padded_by_d_k,
@@ -359,6 +509,8 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √query_dim (the width of x) instead of √d_k": padded_by_query_dim,
         "scaled by √context_dim (the width of the context) instead of √d_k": padded_by_context_dim,
         "softmax over the wrong axis (the queries, not the keys)": padded_softmax_queries,
+        "scaled the weights after the softmax, not the scores before it": padded_weights_scaled, "softmax over the first axis (axis=0), not the keys": padded_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": padded_with_residual,
+        "indexed the scores with a mask of another shape": padded_indexed,
         ADDED: padded_plus_mask, TIMES_INF: padded_times_inf, NEGATED: padded_negated, ARITHMETIC: padded_bool_minus_bool,
     },
     "03.forward": {
@@ -369,6 +521,9 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √context_dim (the width of the context) instead of √head_dim": forward_by_context_dim,
         "mask applied after the softmax": forward_after_softmax,
         "hidden scores set to 0 instead of −inf": forward_masked_with_zero,
+        "scaled the weights after the softmax, not the scores before it": forward_weights_scaled, "softmax over the first axis (axis=0), not the keys": forward_softmax_dim0, "indexed the scores with a mask of another shape": forward_indexed,
+        "heads split as (head_dim, num_heads): each head gets every num_heads-th feature": forward_heads_wrong_order,
+        ".view() after a transpose": forward_view_after_transpose,
         ADDED: forward_plus_mask, TIMES_INF: forward_times_inf, NEGATED: forward_negated, ARITHMETIC: forward_one_minus_mask,
     },
     "03.mha_mask": {

@@ -84,10 +84,16 @@ SLIPS: tuple[Slip, ...] = (
     _slip("by_inner", "scale heads", "scaled by √(num_heads * {d_k}) instead of √{d_k}",
           "each head's scores are dot products of {d_k}-wide vectors: divide by √{d_k}, the width of one "
           "head, not of all heads together."),
+    _slip("scale_after_softmax", "scale softmax", "scaled the weights after the softmax, not the scores before it",
+          "1/√{d_k} belongs inside the softmax, on the scores q·k: scaling the weights afterwards leaves each "
+          "row summing to 1/√{d_k} instead of 1."),
     # --- the softmax ---------------------------------------------------------------------------
     _slip("softmax_queries", "softmax", "softmax over the wrong axis (the queries, not the keys)",
           "each query spreads one unit of attention over the keys: take the softmax along the last axis of "
           "the (..., Lq, Lk) scores."),
+    _slip("softmax_first_axis", "softmax", "softmax over the first axis (axis=0), not the keys",
+          "axis=0 is the batch (or, without batch dims, the queries): each query's weights over the keys are "
+          "the last axis of the (..., Lq, Lk) scores, axis=-1."),
     _slip("softmax_no_max", "softmax large", "softmax without max subtraction",
           "e^score overflows to inf once a score passes about 709, and inf / inf is NaN: subtract each row's "
           "maximum before the exponential (your softmax from lesson 01 does)."),
@@ -124,6 +130,10 @@ RAISED: tuple[tuple[frozenset[str], str, str, str], ...] = (
     (frozenset({"mask"}), "arithmetic on a boolean mask (`mask - 1`, `1 - mask`)",
      "True/False masks are not numbers here: flip one with `~mask`, and hide keys by selecting, {fill}.",
      r"boolean subtract|Subtraction, the `-` operator, with a bool tensor"),
+    (frozenset({"mask", "softmax"}), "indexed the scores with a mask of another shape",
+     "scores[~mask] = ... needs a mask of exactly the scores' shape (..., Lq, Lk); a selection broadcasts it "
+     "for you: {fill}.",
+     r"boolean index did not match|shape of the mask .* does not match the shape of the indexed tensor"),
 )
 
 # Placeholders of the names and hints, and the words most tasks use for them.
@@ -181,7 +191,7 @@ def slip_name(key: str, **words: str) -> str:
     return _BY_KEY[key].name.format(**{**WORDS, **words})
 
 
-_SCALE_SLIPS = {"no_scale", "by_d_k", "times_sqrt_d_k", "by_d_v", "by_Lk", "by_Lq", "by_query_dim",
+_SCALE_SLIPS = {"scale_after_softmax", "no_scale", "by_d_k", "times_sqrt_d_k", "by_d_v", "by_Lk", "by_Lq", "by_query_dim",
                 "by_context_dim", "by_inner"}
 
 
@@ -200,7 +210,7 @@ def scale_for(slip: Optional[str], d_k: int, d_v: int, Lq: int, Lk: int,
     """The factor the scores are multiplied by: ``1/√d_k``, or what the slip ``slip`` uses instead."""
     sizes = {"by_d_v": d_v, "by_Lk": Lk, "by_Lq": Lq, "by_query_dim": query_dim,
              "by_context_dim": context_dim, "by_inner": inner}
-    if slip == "no_scale":
+    if slip in ("no_scale", "scale_after_softmax"):
         return 1.0
     if slip == "by_d_k":
         return 1.0 / d_k
@@ -239,7 +249,7 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
             scores = np.where(keep, scores, -1e9)
         elif slip not in ("mask_ignored", "mask_after_softmax"):
             scores = np.where(keep, scores, -np.inf)
-    axis = -2 if slip == "softmax_queries" else -1
+    axis = {"softmax_queries": -2, "softmax_first_axis": 0}.get(slip, -1)
     with np.errstate(all="ignore"):
         if slip == "softmax_no_max":
             e = np.exp(scores)
@@ -255,6 +265,8 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
             weights = np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
     if slip == "mask_after_softmax" and keep is not None:
         weights = weights * keep
+    if slip == "scale_after_softmax":
+        weights = weights / math.sqrt(d_k)
     return weights @ v, weights
 
 
@@ -282,7 +294,7 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
             scores = scores.masked_fill(~keep, -1e9)
         elif slip not in ("mask_ignored", "mask_after_softmax"):
             scores = scores.masked_fill(~keep, float("-inf"))
-    dim = -2 if slip == "softmax_queries" else -1
+    dim = {"softmax_queries": -2, "softmax_first_axis": 0}.get(slip, -1)
     if slip == "softmax_no_max":
         e = scores.exp()
     else:
@@ -298,4 +310,6 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
                               torch.zeros_like(e))
     if slip == "mask_after_softmax" and keep is not None:
         weights = weights * keep
+    if slip == "scale_after_softmax":
+        weights = weights / math.sqrt(d_k)
     return weights @ v, weights

@@ -75,6 +75,19 @@ def _softmax_min(z, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _softmax_max_in_numerator_only(z, axis=-1):
+    return np.exp(z - z.max(axis=axis, keepdims=True)) / np.exp(z).sum(axis=axis, keepdims=True)
+
+
+def _softmax_max_along_last(z, axis=-1):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_default_axis_0(z, axis=0):
+    return reference.softmax(z, axis=axis)
+
+
 def _softmax_global_max(z, axis=-1):
     e = np.exp(z - z.max())
     return e / e.sum(axis=axis, keepdims=True)
@@ -138,6 +151,15 @@ SOFTMAX = FunctionTask(
                 "any constant may be subtracted in exact arithmetic, but only the maximum keeps every "
                 "exponent at most 0: with logits far apart in one row, e^(z - min) overflows to inf.",
                 _softmax_min),
+        Mistake("the maximum subtracted in the numerator only",
+                "softmax(z) = e^(z - m) / Σ e^(z - m): the denominator must use the same shifted exponentials, "
+                "or e^z overflows there.", _softmax_max_in_numerator_only),
+        Mistake("the maximum taken along the last axis, the sum along `axis`",
+                "the shift must be constant within each slice you normalise: take the maximum along `axis` too.",
+                _softmax_max_along_last),
+        Mistake("the default is not axis=-1",
+                "the signature is softmax(z, axis=-1): without an `axis`, the softmax runs along the last axis.",
+                _softmax_default_axis_0),
         Mistake("subtracted the maximum of the whole array, not of each row",
                 "z.max() is one number for the whole array; a row far below it underflows to 0 / 0. "
                 "Take one maximum per slice: z.max(axis=axis, keepdims=True).",

@@ -156,6 +156,17 @@ def _ca_no_W_O(x, context, W_Q, W_K, W_V, W_O):
     return out, weights
 
 
+def _ca_plus_x(x, context, W_Q, W_K, W_V, W_O, context_mask=None):
+    out, weights = _cross_slip(None, masked=context_mask is not None)(
+        *((x, context, W_Q, W_K, W_V, W_O) + (() if context_mask is None else (context_mask,))))
+    return x + out, weights
+
+
+RESIDUAL_ADDED = Mistake(
+    "added x to the output: the residual belongs to the block (task 6), not to the attention",
+    "return what the attention computes, (weights @ v) @ W_O; the block adds it to the stream later.", _ca_plus_x)
+
+
 def _ca_roles_swapped(x, context, W_Q, W_K, W_V, W_O):
     return _cross(context, x, W_Q, W_K, W_V, W_O)
 
@@ -177,6 +188,7 @@ CROSS_ATTENTION = FunctionTask(
     mistakes=(
         *attention_mistakes("02.cross_attention", _cross_slip, has={"scale", "softmax", "project"},
                             words=_WORDS_02),
+        RESIDUAL_ADDED,
         Mistake("forgot W_O: the output is left in the values' width d_v",
                 "map the result back to the queries' width: (weights @ v) @ W_O, shape (..., Lq, query_dim).",
                 _ca_no_W_O),
@@ -293,6 +305,7 @@ PADDED_CROSS_ATTENTION = FunctionTask(
     mistakes=(
         *attention_mistakes("02.padded_cross_attention", lambda slip: _cross_slip(slip, masked=True),
                             has={"scale", "softmax", "project", "mask"}, words=_WORDS_02),
+        RESIDUAL_ADDED,
         Mistake("mask not broadcast over the queries",
                 "context_mask is (B, Lk) and the scores (B, Lq, Lk): insert the queries axis, "
                 "context_mask[:, None, :], or NumPy lines its batch axis up with the queries.",

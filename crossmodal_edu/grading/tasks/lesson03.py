@@ -192,6 +192,15 @@ def _fw_split_view_only(x, context, to_q, to_k, to_v, to_out, num_heads, context
                     split=lambda t, H: _split_view_only(t, H))
 
 
+def _split_order_swapped(t, H):
+    B, L, D = t.shape
+    return t.view(B, L, D // H, H).permute(0, 3, 1, 2)  # (B, H, L, hd), the features taken in the wrong order
+
+
+def _fw_split_order_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, split=_split_order_swapped)
+
+
 def _fw_merge_reshape_only(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, merge=_merge_reshape_only)
 
@@ -246,6 +255,12 @@ FORWARD = FunctionTask(
         Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
                 "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape, as lesson 02's "
                 "merge_heads does.", _fw_merge_reshape_only),
+        Mistake("heads split as (head_dim, num_heads): each head gets every num_heads-th feature",
+                "a head's features are side by side: view as (B, L, num_heads, head_dim), then move the heads "
+                "forward with .transpose(1, 2).", _fw_split_order_swapped),
+        Mistake(".view() after a transpose",
+                "a transposed tensor is not contiguous in memory, so .view() cannot regroup it: use .reshape(), "
+                "or .contiguous().view().", raises=r"view size is not compatible with input tensor's size and stride"),
     ),
 )
 
