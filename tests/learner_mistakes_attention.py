@@ -539,3 +539,78 @@ VARIANTS_ATTENTION = [
     ("01.masked_attention", ADDED, masked_plus_mask_minus_one),
     ("03.mha_mask", ADDED, mha_mask_minus_one),
 ]
+
+
+# --- right answers written unusually: they must pass ----------------------------------------------
+
+def softmax_by_logsumexp(z, axis=-1):
+    top = np.max(z, axis=axis, keepdims=True)
+    log_total = top + np.log(np.sum(np.exp(z - top), axis=axis, keepdims=True))
+    return np.exp(z - log_total)
+
+
+def softmax_moving_the_axis(z, axis=-1):
+    moved = np.moveaxis(z, axis, -1)
+    e = np.exp(moved - moved.max(-1)[..., None])
+    return np.moveaxis(e / e.sum(-1)[..., None], -1, axis)
+
+
+def attention_by_einsum(q, k, v):
+    s = np.einsum("...id,...jd->...ij", q, k) / np.sqrt(q.shape[-1])
+    w = softmax_by_logsumexp(s)
+    return np.einsum("...ij,...jd->...id", w, v), w
+
+
+def masked_with_large_negative_and_zeroed_rows(q, k, v, mask):
+    s = np.where(mask, q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1]), -1e30)
+    w = _softmax(s) * mask  # hidden keys get exactly 0 ...
+    total = w.sum(-1, keepdims=True)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)  # ... and a blind row stays all 0
+    return w @ v, w
+
+
+def cross_attention_v_times_W_O_first(x, c, W_Q, W_K, W_V, W_O):
+    s = (x @ W_Q) @ np.swapaxes(c @ W_K, -1, -2) / np.sqrt(W_K.shape[-1])
+    w = softmax_by_logsumexp(s)
+    return w @ (c @ W_V @ W_O), w
+
+
+def padded_with_minus_1e9(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    s = (x @ W_Q) @ np.swapaxes(c @ W_K, -1, -2) / np.sqrt(W_Q.shape[1])
+    s = s + np.where(context_mask, 0.0, -1e9)[:, None, :]
+    w = _softmax(s)
+    return w @ c @ W_V @ W_O, w
+
+
+def forward_with_einsum_and_F_softmax(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    q, k, v = (t.unflatten(-1, (num_heads, -1)) for t in (to_q(x), to_k(context), to_v(context)))  # (B, L, H, hd)
+    s = torch.einsum("bqhd,bkhd->bhqk", q, k) * q.shape[-1] ** -0.5
+    if context_mask is not None:
+        s = torch.where(context_mask[:, None, None, :], s, torch.finfo(s.dtype).min)
+    w = torch.nn.functional.softmax(s, dim=-1)
+    return to_out(torch.einsum("bhqk,bkhd->bqhd", w, v).flatten(-2)), w
+
+
+def mha_with_in_proj_weight(x, context, layer, context_mask):
+    mha = nn.MultiheadAttention(layer.query_dim, layer.num_heads, kdim=layer.context_dim, vdim=layer.context_dim,
+                                batch_first=True).to(x.dtype)
+    with torch.no_grad():
+        for mine, theirs in ((mha.q_proj_weight, layer.to_q), (mha.k_proj_weight, layer.to_k),
+                             (mha.v_proj_weight, layer.to_v)):
+            mine.copy_(theirs.weight)
+        mha.in_proj_bias.copy_(torch.cat([layer.to_q.bias, layer.to_k.bias, layer.to_v.bias]))
+        mha.out_proj.load_state_dict(layer.to_out.state_dict())
+    return mha(x, context, context, key_padding_mask=context_mask.logical_not(), need_weights=True,
+               average_attn_weights=False)
+
+
+RIGHT_ANSWERS_ATTENTION = [
+    ("01.softmax", softmax_by_logsumexp),
+    ("01.softmax", softmax_moving_the_axis),
+    ("01.attention", attention_by_einsum),
+    ("01.masked_attention", masked_with_large_negative_and_zeroed_rows),
+    ("02.cross_attention", cross_attention_v_times_W_O_first),
+    ("02.padded_cross_attention", padded_with_minus_1e9),
+    ("03.forward", forward_with_einsum_and_F_softmax),
+    ("03.mha_mask", mha_with_in_proj_weight),
+]

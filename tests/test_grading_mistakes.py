@@ -18,7 +18,8 @@ from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
 from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
 from learner_mistakes_07 import LEARNER_MISTAKES_07, RIGHT_ANSWERS_07  # lesson 07's, likewise
-from learner_mistakes_attention import LEARNER_MISTAKES_ATTENTION, VARIANTS_ATTENTION  # the shared attention slips
+from learner_mistakes_attention import (  # the shared attention slips
+    LEARNER_MISTAKES_ATTENTION, RIGHT_ANSWERS_ATTENTION, VARIANTS_ATTENTION)
 
 SEEDS = (0, 1, 2)
 
@@ -1475,7 +1476,10 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
             assert "Hint: " in result.text() and "seed" in result.text()
 
 
-@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS_07, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS_07])
+RIGHT_ANSWERS = RIGHT_ANSWERS_07 + RIGHT_ANSWERS_ATTENTION
+
+
+@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS])
 def test_a_right_answer_written_unusually_passes(task_id, fn):
     task = get_task(task_id)
     for seed in SEEDS:
