@@ -293,6 +293,21 @@ def padded_bool_minus_bool(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s - 1e9 * (True - m))
 
 
+# --- 02.block ----------------------------------------------------------------------------------
+
+def block_normalises_both(x, context, attention, context_mask=None):
+    from crossmodal_edu.numpy_attention import layer_norm
+    h, c = layer_norm(x), layer_norm(context)
+    update, weights = attention(h, c, context_mask=context_mask)
+    return x + update, weights
+
+
+def block_own_norm_over_tokens(x, context, attention, context_mask=None):
+    mu, var = np.mean(x, axis=1, keepdims=True), np.var(x, axis=1, keepdims=True)
+    update, weights = attention((x - mu) / np.sqrt(var + 1e-5), context, context_mask)
+    return x + update, weights
+
+
 # --- 03.forward: in PyTorch --------------------------------------------------------------------
 
 def _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, divide_by=None, hide=None):
@@ -512,6 +527,10 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled the weights after the softmax, not the scores before it": padded_weights_scaled, "softmax over the first axis (axis=0), not the keys": padded_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": padded_with_residual,
         "indexed the scores with a mask of another shape": padded_indexed,
         ADDED: padded_plus_mask, TIMES_INF: padded_times_inf, NEGATED: padded_negated, ARITHMETIC: padded_bool_minus_bool,
+    },
+    "02.block": {
+        "normalised the context as well as x": block_normalises_both,
+        "layer norm over the tokens axis, not over each token's features": block_own_norm_over_tokens,
     },
     "03.forward": {
         "divided by head_dim instead of √head_dim": forward_by_d_k,

@@ -455,6 +455,17 @@ def _block_normed_context(x, context, attention, context_mask=None):
     return x + update, weights
 
 
+def _block_both_normed(x, context, attention, context_mask=None):
+    update, weights = attention(reference.layer_norm(x), reference.layer_norm(context), context_mask)
+    return x + update, weights
+
+
+def _block_norm_over_tokens(x, context, attention, context_mask=None):
+    h = (x - x.mean(axis=-2, keepdims=True)) / np.sqrt(x.var(axis=-2, keepdims=True) + 1e-5)
+    update, weights = attention(h, context, context_mask)
+    return x + update, weights
+
+
 def _block_mask_dropped(x, context, attention, context_mask=None):
     update, weights = attention(reference.layer_norm(x), context)
     return x + update, weights
@@ -504,6 +515,12 @@ BLOCK = FunctionTask(
         Mistake("normalised the context instead of x",
                 "layer_norm goes on x, the stream being updated; the context is passed as it is.",
                 _block_normed_context),
+        Mistake("normalised the context as well as x",
+                "only the stream that asks is normalised before the attention (pre-norm); the context comes "
+                "from the text encoder as it is.", _block_both_normed),
+        Mistake("layer norm over the tokens axis, not over each token's features",
+                "a layer norm standardises each token's own vector: the mean and variance run over the last "
+                "axis (the features), x.mean(axis=-1, keepdims=True).", _block_norm_over_tokens),
         Mistake("context_mask not passed on",
                 "pass context_mask to the attention, or padded words take part.", _block_mask_dropped),
     ),
