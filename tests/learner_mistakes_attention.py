@@ -308,6 +308,21 @@ def block_own_norm_over_tokens(x, context, attention, context_mask=None):
     return x + update, weights
 
 
+# --- 03.gated_block ------------------------------------------------------------------------------
+
+class GatedNormalisesTheContextNotX(nn.Module):
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__()
+        from crossmodal_edu.torch_attention import MultiHeadCrossAttention
+        self.norm = nn.LayerNorm(query_dim)
+        self.attention = MultiHeadCrossAttention(query_dim, context_dim, num_heads)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, context, context_mask=None):
+        update = self.attention(x, self.norm(context), context_mask)
+        return x + self.gate.tanh() * update
+
+
 # --- 03.forward: in PyTorch --------------------------------------------------------------------
 
 def _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, divide_by=None, hide=None):
@@ -532,6 +547,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "normalised the context as well as x": block_normalises_both,
         "layer norm over the tokens axis, not over each token's features": block_own_norm_over_tokens,
     },
+    "03.gated_block": {"normalised the context instead of x": GatedNormalisesTheContextNotX},
     "03.forward": {
         "divided by head_dim instead of √head_dim": forward_by_d_k,
         "multiplied by √head_dim instead of dividing by it": forward_times_sqrt,

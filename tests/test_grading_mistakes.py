@@ -1296,9 +1296,9 @@ LEARNER_MISTAKES = {
         "the gate also scales the residual: tanh(gate) · (x + update)": GatedWholeSum,
         "forgot the residual: y = tanh(gate) · update": GatedNoResidual,
         "residual added to the normalised stream": GatedResidualFromNormed,
-        "the layer norm applied to the output (post-norm), not to the attention's input": GatedPostNorm,
+        "post-norm: the layer norm after the sum": GatedPostNorm,
         "no layer norm before the attention": GatedNoNorm,
-        "the context normalised with x's layer norm": GatedNormsContext,
+        "normalised the context as well as x": GatedNormsContext,
         "context_mask not passed on": GatedDropsMask,
     },
     "04.online_update": {

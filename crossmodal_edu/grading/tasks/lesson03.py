@@ -648,16 +648,19 @@ GATED_BLOCK = FunctionTask(
         Mistake("residual added to the normalised stream",
                 "add the update to x itself, not to norm(x): the stream keeps its own scale.",
                 _gated_mistake(residual="normed")),
-        Mistake("the layer norm applied to the output (post-norm), not to the attention's input",
+        Mistake("post-norm: the layer norm after the sum",
                 "this block normalises first: y = x + tanh(gate) · attention(norm(x), context), and leaves "
                 "the sum unnormalised (then a closed gate returns x exactly).",
                 _gated_mistake(norm_x=False, norm_out=True)),
         Mistake("no layer norm before the attention",
                 "normalise the stream that asks: attention(self.norm(x), context, context_mask).",
                 _gated_mistake(norm_x=False)),
-        Mistake("the context normalised with x's layer norm",
+        Mistake("normalised the context as well as x",
                 "self.norm belongs to the query stream x (its width is query_dim); the context comes from "
                 "another model and is passed as it is.", _gated_mistake(norm_context=True)),
+        Mistake("normalised the context instead of x",
+                "self.norm goes on x, the stream being updated: attention(self.norm(x), context, ...); the "
+                "context is passed as it is.", _gated_mistake(norm_x=False, norm_context=True)),
         Mistake("context_mask not passed on",
                 "pass context_mask to the attention, or padded words take part.", _gated_mistake(pass_mask=False)),
     ),
