@@ -68,6 +68,11 @@ def attention_softmax_axis0(q, k, v):
     return w @ v, w
 
 
+def attention_by_first_dim(q, k, v):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[0]))
+    return w @ v, w
+
+
 # --- 01.masked_attention: the learner's fixed version, with one other thing wrong ----------------
 
 def _masked(q, k, v, mask, scale=None, axis=-1):
@@ -120,6 +125,16 @@ def masked_indexed(q, k, v, mask):
     s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
     s[~mask] = -np.inf
     w = np.nan_to_num(_softmax(s))
+    return w @ v, w
+
+
+def masked_by_first_dim(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=1 / np.sqrt(len(q)))
+
+
+def masked_renormalised_with_eps(q, k, v, mask):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])) * mask
+    w = w / (w.sum(axis=-1, keepdims=True) + 1e-9)
     return w @ v, w
 
 
@@ -183,6 +198,10 @@ def cross_by_d_v(x, c, W_Q, W_K, W_V, W_O):
 
 def cross_by_Lk(x, c, W_Q, W_K, W_V, W_O):
     return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(c.shape[-2]))
+
+
+def cross_by_first_dim(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(q.shape[0]))
 
 
 def cross_by_Lq(x, c, W_Q, W_K, W_V, W_O):
@@ -277,6 +296,17 @@ def padded_indexed(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return w @ v @ W_O, w
 
 
+def padded_by_first_dim(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=x.shape[0] ** -0.5)
+
+
+def padded_renormalised(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    w = _softmax(q @ k.swapaxes(-1, -2) / np.sqrt(W_Q.shape[1])) * context_mask[:, None, :]
+    w = w / w.sum(-1, keepdims=True)
+    return w @ v @ W_O, w
+
+
 def padded_plus_mask(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s + m)
 
@@ -352,6 +382,28 @@ def forward_by_Lk(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=
 
 def forward_by_Lq(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(x.shape[1]))
+
+
+def forward_by_first_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(q.shape[0]))
+
+
+def forward_head_dim_from_x(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    head_dim = x.shape[-1] // num_heads  # a learner's "head_dim": x's width shared among the heads
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+               lambda q, x, c: math.sqrt(x.shape[-1] / num_heads))
+
+
+def forward_softmax_over_heads(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = torch.softmax(s, dim=1)
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
 
 
 def forward_by_context_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -514,10 +566,13 @@ LEARNER_MISTAKES_ATTENTION = {
     "01.attention": {
         "multiplied by √d_k instead of dividing by it": attention_times_sqrt,
         "scaled by √Lq (the number of queries) instead of √d_k": attention_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": attention_by_first_dim,
         "scaled the weights after the softmax, not the scores before it": attention_weights_scaled, "softmax over the first axis (axis=0), not the keys": attention_softmax_axis0,
     },
     "01.masked_attention": {
-        **SCALE["01"],
+        **SCALE["01"], "scaled by √(q.shape[0]) instead of √d_k": masked_by_first_dim,
+        "mask applied after the softmax, then renormalised: a hidden key with a large score leaves the others 0":
+            masked_renormalised_with_eps,
         "softmax over the wrong axis (the queries, not the keys)": masked_softmax_queries,
         "scaled the weights after the softmax, not the scores before it": masked_weights_scaled, "softmax over the first axis (axis=0), not the keys": masked_softmax_axis0, "indexed the scores with a mask of another shape": masked_indexed,
         ADDED: masked_plus_mask, TIMES_INF: masked_times_inf, NEGATED: masked_negated, ARITHMETIC: masked_bool_minus_bool,
@@ -528,6 +583,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √d_v (the values' width) instead of √d_k": cross_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": cross_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": cross_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": cross_by_first_dim,
         "scaled the weights after the softmax, not the scores before it": cross_weights_scaled, "softmax over the first axis (axis=0), not the keys": cross_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": cross_with_residual,
     },
     "02.padded_cross_attention": {
@@ -536,6 +592,9 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √d_v (the values' width) instead of √d_k": padded_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": padded_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": padded_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": padded_by_first_dim,
+        "mask applied after the softmax, then renormalised: a hidden key with a large score leaves the others 0":
+            padded_renormalised,
         "scaled by √query_dim (the width of x) instead of √d_k": padded_by_query_dim,
         "scaled by √context_dim (the width of the context) instead of √d_k": padded_by_context_dim,
         "softmax over the wrong axis (the queries, not the keys)": padded_softmax_queries,
@@ -553,6 +612,9 @@ LEARNER_MISTAKES_ATTENTION = {
         "multiplied by √head_dim instead of dividing by it": forward_times_sqrt,
         "scaled by √Lk (the number of keys) instead of √head_dim": forward_by_Lk,
         "scaled by √Lq (the number of queries) instead of √head_dim": forward_by_Lq,
+        "scaled by √(q.shape[0]) instead of √head_dim": forward_by_first_dim,
+        "scaled by √(query_dim / num_heads) instead of √head_dim": forward_head_dim_from_x,
+        "softmax over the heads axis (dim=1), not the keys": forward_softmax_over_heads,
         "scaled by √context_dim (the width of the context) instead of √head_dim": forward_by_context_dim,
         "mask applied after the softmax": forward_after_softmax,
         "hidden scores set to 0 instead of −inf": forward_masked_with_zero,
@@ -572,6 +634,7 @@ VARIANTS_ATTENTION = [
     ("01.softmax", "subtracted the minimum (or the mean), not the maximum", softmax_minus_mean),
     ("01.masked_attention", "hidden scores set to 0 instead of −inf", masked_scores_times_mask),
     ("01.masked_attention", ADDED, masked_plus_mask_minus_one),
+
     ("03.mha_mask", ADDED, mha_mask_minus_one),
 ]
 

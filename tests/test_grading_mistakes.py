@@ -1440,7 +1440,8 @@ for task_id, more in LEARNER_MISTAKES_ATTENTION.items():
 
 # Other ways to make a catalogued mistake, which must get the same name.
 VARIANTS = [
-    ("01.masked_attention", "a query that may see no key gets NaN", masked_renormalised),
+    ("01.masked_attention", "mask applied after the softmax, then renormalised: a hidden key with a large score "
+     "leaves the others 0", masked_renormalised),
     ("03.gated_block", "the gate does not start closed: a new block must return x unchanged", GatedOnesAtStart),
     ("03.mha_mask", "key_padding_mask not inverted (it means True = ignore)", mha_mask_not_inverted_copy),
     ("04.online_update", "NaN on a row whose keys so far are all masked", update_guards_alpha_only),

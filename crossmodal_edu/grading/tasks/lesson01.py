@@ -223,7 +223,7 @@ SCORE_STD = PredictionTask(
 
 def _attention_cases(rng: np.random.Generator) -> list[Case]:
     B, H = 2, int(rng.integers(2, 4))
-    Lq, Lk, d_k, d_v = distinct(rng, 4, 2, 9)
+    Lq, Lk, d_k, d_v = distinct(rng, 4, 3, 9)  # none of them 2 = B, which q.shape[0] would give
     normal = rng.normal
     Lq2, d_v2 = distinct(rng, 2, 2, 8)
     q_large, k_large = 30 * normal(size=(B, Lq, d_k)), 30 * normal(size=(B, Lk, d_k))
@@ -337,7 +337,7 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
     B = int(rng.integers(2, 4))
     # Lq < Lk: a causal mask then has no row of all True, and nor have the other masks, so an
     # inverted mask never hides every key of a row (whatever one does there, it is named).
-    Lq, Lk, d_k, d_v = distinct(rng, 4, 2, 9)
+    Lq, Lk, d_k, d_v = [n for n in distinct(rng, 5, 2, 9) if n != B][:4]  # and none equal to B
     Lq, Lk = sorted((Lq, Lk))
     Lk = max(Lk, 3)
     d_k = max(d_k, 2)
@@ -348,9 +348,16 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
     full[full.all(axis=-1)] = False  # no row may see every key (see above) ...
     full[..., 0] |= ~full.any(axis=-1)  # ... and every row sees at least one ...
     full[0, 0] = False  # ... except query 0 of sequence 0, which may see nothing
+    # Padded keys whose scores are far above the real ones' (by more than 745, where e^-x underflows):
+    # only hiding them before the softmax leaves the real keys any weight.
+    q_loud, k_loud = normal(size=(B, Lq, d_k)), normal(size=(B, Lk, d_k))
+    q_loud[..., 0] = 3.0 + np.abs(q_loud[..., 0])
+    k_loud[..., 0] = np.where(padding[:, 0, :], k_loud[..., 0], 1000.0)
     return [
         Case({"q": normal(size=(B, Lq, d_k)), "k": normal(size=(B, Lk, d_k)),
               "v": normal(size=(B, Lk, d_v)), "mask": padding}, note="a padding mask"),
+        Case({"q": q_loud, "k": k_loud, "v": normal(size=(B, Lk, d_v)), "mask": padding},
+             note="padded keys with huge scores"),
         Case({"q": normal(size=(B, Lq, d_k)), "k": normal(size=(B, Lk, d_k)),
               "v": normal(size=(B, Lk, d_v)), "mask": full}, note="query (0, 0) may see no key"),
         Case({"q": normal(size=(Lq, d_k)), "k": normal(size=(Lk, d_k)), "v": normal(size=(Lk, d_v)),
@@ -407,7 +414,7 @@ MASKED_ATTENTION = FunctionTask(
     ),
     mistakes=attention_mistakes(
         "01.masked_attention", lambda slip: lambda q, k, v, mask: numpy_attention(q, k, v, mask, slip=slip),
-        has={"scale", "softmax", "mask", "blind"}),
+        has={"scale", "softmax", "mask", "blind", "hidden_large"}),
     planted=slip_name("mask_after_softmax"),
 )
 

@@ -261,10 +261,24 @@ def _padded_cases(rng: np.random.Generator) -> list[Case]:
     L, L2 = distinct(rng, 2, 3, 7)
     return [
         _padded_case(rng, B, Lq, Lk),
+        _loud_padding(_padded_case(rng, B, Lq, Lk, note="padded words with huge scores"), rng),
         # Two probes, on which a mask broadcast along the wrong axis runs instead of raising.
         _padded_case(rng, 2, L, L, note="Lq = Lk"),
         _padded_case(rng, L2, L2, L2 + 1, note="B = Lq"),
     ]
+
+
+def _loud_padding(case: Case, rng: np.random.Generator) -> Case:
+    """``case`` with queries that all point about the same way and padded words whose keys point
+    that way too, far: their scores top the real words' by more than 745 (where e^-x underflows)."""
+    x, W_Q, W_K, context = (case.inputs[n].copy() for n in ("x", "W_Q", "W_K", "context"))
+    x = x[:, :1] + 0.01 * rng.normal(size=x.shape)  # (B, Lq, query_dim): in each image, queries alike
+    pad = ~case.inputs["context_mask"]  # (B, Lk)
+    for b in range(x.shape[0]):
+        q0 = x[b, 0] @ W_Q  # (d_k,)
+        direction = W_K @ q0  # (context_dim,): a word along it has the key W_Kᵀ W_K q0, and q0·k > 0
+        context[b, pad[b]] = 20000 * np.sqrt(W_K.shape[1]) / float(direction @ direction) * direction
+    return Case({**case.inputs, "x": x, "context": context}, note=case.note)
 
 
 def _padded_reference(x, context, W_Q, W_K, W_V, W_O, context_mask):
@@ -304,7 +318,7 @@ PADDED_CROSS_ATTENTION = FunctionTask(
     ),
     mistakes=(
         *attention_mistakes("02.padded_cross_attention", lambda slip: _cross_slip(slip, masked=True),
-                            has={"scale", "softmax", "project", "mask"}, words=_WORDS_02),
+                            has={"scale", "softmax", "project", "mask", "hidden_large"}, words=_WORDS_02),
         RESIDUAL_ADDED,
         Mistake("mask not broadcast over the queries",
                 "context_mask is (B, Lk) and the scores (B, Lq, Lk): insert the queries axis, "

@@ -173,7 +173,7 @@ def _fw_slip(slip):
         q, k, v = _split(to_q(x), num_heads), _split(to_k(context), num_heads), _split(to_v(context), num_heads)
         mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, Lk)
         heads, weights = torch_attention(q, k, v, mask, slip=slip, query_dim=x.shape[-1],
-                                         context_dim=context.shape[-1], inner=to_q.out_features)
+                                         context_dim=context.shape[-1], inner=to_q.out_features, num_heads=num_heads)
         return to_out(_merge(heads)), weights
 
     return forward
@@ -521,16 +521,26 @@ def _gated_harness(cls):
         with torch.no_grad():
             fresh = block(x, context, context_mask)
             starts_closed = torch.tensor(float(isinstance(fresh, torch.Tensor) and torch.equal(fresh, x)))
+        if isinstance(block.gate, torch.Tensor) and block.gate.numel() != 1:
+            raise ValueError(f"the gate must be one number, shape (), but it has shape {tuple(block.gate.shape)}: "
+                             f"one gate opens the whole update, as in Flamingo")
         gate_trains = torch.tensor(0.0)
-        if isinstance(block.gate, nn.Parameter):
+        if isinstance(block.gate, nn.Parameter) and block.gate.requires_grad:
             with torch.enable_grad():
                 probe = block(x, context, context_mask)
                 if isinstance(probe, torch.Tensor) and probe.requires_grad:
                     (grad,) = torch.autograd.grad(probe.square().sum(), [block.gate], allow_unused=True)
                     gate_trains = torch.tensor(float(grad is not None and bool(grad.abs().sum() > 0)))
         with torch.no_grad():
-            block.norm.load_state_dict(weights["norm"])
-            block.attention.load_state_dict(weights["attention"])
+            for name in ("norm", "attention"):
+                try:
+                    getattr(block, name).load_state_dict(weights[name])
+                except RuntimeError as error:  # its shapes are not the reference's: say which, in one line
+                    lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line or "key" in line]
+                    raise ValueError(f"your block's {name} is not built like the reference's "
+                                     f"({lines[0] if lines else str(error).splitlines()[0]}): build "
+                                     f"nn.LayerNorm(query_dim) and MultiHeadCrossAttention(query_dim, context_dim, "
+                                     f"num_heads) with their default arguments") from None
             if isinstance(block.gate, torch.Tensor):
                 block.gate.copy_(weights["gate"].expand_as(block.gate))
             else:
