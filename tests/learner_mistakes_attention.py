@@ -68,6 +68,11 @@ def attention_softmax_axis0(q, k, v):
     return w @ v, w
 
 
+def attention_with_np_dot(q, k, v):
+    w = _softmax(np.dot(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]))
+    return np.matmul(w, v), w
+
+
 def attention_by_first_dim(q, k, v):
     w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[0]))
     return w @ v, w
@@ -353,6 +358,16 @@ class GatedNormalisesTheContextNotX(nn.Module):
         return x + self.gate.tanh() * update
 
 
+class GatedTanhOfTheProduct(GatedNormalisesTheContextNotX):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate * self.attention(self.norm(x), context, context_mask))
+
+
+class GatedNormalisesTheUpdate(GatedNormalisesTheContextNotX):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.norm(self.attention(x, context, context_mask))
+
+
 # --- 03.forward: in PyTorch --------------------------------------------------------------------
 
 def _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, divide_by=None, hide=None):
@@ -404,6 +419,22 @@ def forward_softmax_over_heads(x, context, to_q, to_k, to_v, to_out, num_heads, 
         s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
     w = torch.softmax(s, dim=1)
     return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_keys_from_to_v(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_v, to_k, to_out, num_heads, context_mask)
+
+
+def forward_split_and_merge_without_transpose(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, num_heads, Lq, -1)
+    k = to_k(context).view(B, num_heads, context.shape[1], -1)
+    v = to_v(context).view(B, num_heads, context.shape[1], -1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = s.softmax(-1)
+    return to_out((w @ v).reshape(B, Lq, -1)), w
 
 
 def forward_by_context_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -606,7 +637,9 @@ LEARNER_MISTAKES_ATTENTION = {
         "normalised the context as well as x": block_normalises_both,
         "layer norm over the tokens axis, not over each token's features": block_own_norm_over_tokens,
     },
-    "03.gated_block": {"normalised the context instead of x": GatedNormalisesTheContextNotX},
+    "03.gated_block": {"normalised the context instead of x": GatedNormalisesTheContextNotX,
+                       "tanh applied to gate × update, not to the gate alone": GatedTanhOfTheProduct,
+                       "the layer norm applied to the update, not to the attention's input": GatedNormalisesTheUpdate},
     "03.forward": {
         "divided by head_dim instead of √head_dim": forward_by_d_k,
         "multiplied by √head_dim instead of dividing by it": forward_times_sqrt,
@@ -615,6 +648,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √(q.shape[0]) instead of √head_dim": forward_by_first_dim,
         "scaled by √(query_dim / num_heads) instead of √head_dim": forward_head_dim_from_x,
         "softmax over the heads axis (dim=1), not the keys": forward_softmax_over_heads,
+        "to_k and to_v swapped": forward_keys_from_to_v,
         "scaled by √context_dim (the width of the context) instead of √head_dim": forward_by_context_dim,
         "mask applied after the softmax": forward_after_softmax,
         "hidden scores set to 0 instead of −inf": forward_masked_with_zero,
@@ -630,7 +664,15 @@ LEARNER_MISTAKES_ATTENTION = {
 }
 
 # Other ways to write a slip above (or a catalogued one), which must get the same name.
+def project_returns_q_v_k(x, context, W_Q, W_K, W_V):
+    q, k, v = x @ W_Q, context @ W_K, context @ W_V
+    return q, v, k
+
+
 VARIANTS_ATTENTION = [
+    ("01.attention", "with batch dims, k.T or np.dot mixes the batch axes in", attention_with_np_dot),
+    ("03.forward", "heads split without a transpose", forward_split_and_merge_without_transpose),
+    ("02.project", "keys and values swapped (W_K and W_V, or the order returned)", project_returns_q_v_k),
     ("01.softmax", "subtracted the minimum (or the mean), not the maximum", softmax_minus_mean),
     ("01.masked_attention", "hidden scores set to 0 instead of −inf", masked_scores_times_mask),
     ("01.masked_attention", ADDED, masked_plus_mask_minus_one),

@@ -1216,7 +1216,7 @@ LEARNER_MISTAKES = {
         "scaled by √Lk (the number of keys) instead of √d_k": attention_by_Lk,
         "softmax over the wrong axis (the queries, not the keys)": attention_softmax_over_queries,
         "K not transposed (q @ k)": attention_k_not_transposed,
-        "k.T transposes every axis, not just the last two": attention_k_dot_T,
+        "with batch dims, k.T or np.dot mixes the batch axes in": attention_k_dot_T,
         "weights multiplied with k instead of v": attention_weights_at_k,
         "returns (weights, out) instead of (out, weights)": attention_returns_weights_first,
         "softmax without max subtraction": attention_naive_softmax,
@@ -1234,7 +1234,7 @@ LEARNER_MISTAKES = {
         "keys and values projected from x (self-attention), not from the context": project_self_attention,
         "x and context swapped: the context asks and x answers": project_swapped,
         "queries projected from the context": project_q_from_context,
-        "W_K and W_V swapped": project_k_v_swapped,
+        "keys and values swapped (W_K and W_V, or the order returned)": project_k_v_swapped,
     },
     "02.cross_attention": {
         "no 1/√d_k scaling": cross_unscaled,

@@ -210,6 +210,11 @@ SCORE_STD = PredictionTask(
                 "1 is what the scaling achieves; the question is about q·k before dividing.", value=1),
         Mistake("that is the mean of the score, not its spread",
                 "q·k has mean 0, but each of its 64 terms adds variance 1.", value=0),
+        Mistake("that squares d_k: Var(q·k) is d_k itself",
+                "each of the d_k terms of q·k has variance 1, so the variance is d_k = 64, not d_k²; the "
+                "spread is its square root.", value=4096),
+        Mistake("that is √8: the spread is √d_k, and d_k = 64",
+                "the standard deviation is the square root of the variance d_k = 64.", value=8 ** 0.5),
         Mistake("the spread grows with d_k, it does not shrink",
                 "q·k is a sum of d_k terms, each with variance 1: the variances add up.", value=1 / 8),
     ),
@@ -281,6 +286,16 @@ def _att_k_not_transposed(q, k, v):
     return weights @ v, weights
 
 
+def _att_np_dot(q, k, v):
+    weights = reference.softmax(np.dot(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]))
+    return np.dot(weights, v), weights
+
+
+def _att_np_dot_scores_only(q, k, v):
+    weights = reference.softmax(np.dot(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]))
+    return weights @ v, weights
+
+
 def _att_k_dot_T(q, k, v):
     weights = reference.softmax(q @ k.T / np.sqrt(q.shape[-1]))
     return weights @ v, weights
@@ -317,9 +332,10 @@ ATTENTION = FunctionTask(
         Mistake("K not transposed (q @ k)",
                 "scores[i, j] = q_i · k_j needs q @ k.swapaxes(-1, -2): (..., Lq, d_k) @ (..., d_k, Lk).",
                 _att_k_not_transposed),
-        Mistake("k.T transposes every axis, not just the last two",
-                "with batch dims, k.T reverses all of them; k.swapaxes(-1, -2) swaps only Lk and d_k.",
-                _att_k_dot_T),
+        Mistake("with batch dims, k.T or np.dot mixes the batch axes in",
+                "k.T reverses every axis, and np.dot pairs every batch with every other; only the last two axes "
+                "take part in a product: q @ k.swapaxes(-1, -2), and weights @ v.",
+                _att_k_dot_T, also=(_att_np_dot, _att_np_dot_scores_only)),
         Mistake("weights multiplied with k instead of v",
                 "the output mixes the values: weights @ v, of shape (..., Lq, d_v).", _att_weights_at_k),
         Mistake("returns (weights, out) instead of (out, weights)",

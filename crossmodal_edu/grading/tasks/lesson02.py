@@ -89,8 +89,9 @@ PROJECT = FunctionTask(
                 _proj_swapped),
         Mistake("queries projected from the context",
                 "q = x @ W_Q: the queries come from x, the modality that asks.", _proj_q_from_context),
-        Mistake("W_K and W_V swapped",
-                "keys are compared with queries, so they need W_K (width d_k); values carry content, W_V (width d_v).",
+        Mistake("keys and values swapped (W_K and W_V, or the order returned)",
+                "keys are compared with queries, so they need W_K (width d_k); values carry content, W_V (width d_v); "
+                "and the function returns them in that order, (q, k, v).",
                 _proj_k_v_swapped),
     ),
 )
@@ -233,6 +234,12 @@ WEIGHTS_SHAPE = PredictionTask(
                 value=(4, 2, 64, 9)),
         Mistake("that is self-attention among the patches",
                 "the keys are the caption's words here, so Lk = 9.", value=(2, 4, 64, 64)),
+        Mistake("the last axis is head_dim: that is a head's output, not its weights",
+                "each head's weights have one column per word that answers (Lk = 9); head_dim = 8 is the width "
+                "of what a head returns.", value=(2, 4, 64, 8)),
+        Mistake("that is the output's shape, not the weights'",
+                "the layer returns (out, weights): out is (B, Lq, query_dim) = (2, 64, 50); the weights have "
+                "one matrix per head, one row per patch and one column per word.", value=(2, 64, 50)),
         Mistake("that is self-attention among the words",
                 "the queries are the image's patches here, so Lq = 64.", value=(2, 4, 9, 9)),
     ),

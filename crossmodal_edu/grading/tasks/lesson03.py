@@ -73,13 +73,13 @@ def _merge_reshape_only(t):
 # ---------------------------------------------------------------------------------------------
 
 
-def _forward_case(rng, B, Lq, Lk, query_dim, context_dim, H, hd, masked, note=""):
+def _forward_case(rng, B, Lq, Lk, query_dim, context_dim, H, hd, masked, note="", full_first=False):
     inner = H * hd
     return Case({"x": tensor(rng.normal(size=(B, Lq, query_dim))),
                  "context": tensor(rng.normal(size=(B, Lk, context_dim))),
                  "to_q": _linear(rng, query_dim, inner), "to_k": _linear(rng, context_dim, inner),
                  "to_v": _linear(rng, context_dim, inner), "to_out": _linear(rng, inner, query_dim),
-                 "num_heads": H, "context_mask": _padding(rng, B, Lk) if masked else None},
+                 "num_heads": H, "context_mask": _padding(rng, B, Lk, full_first) if masked else None},
                 note=f"num_heads = {H}, head_dim = {hd}" + (f"; {note}" if note else ""))
 
 
@@ -89,7 +89,7 @@ def _forward_cases(rng: np.random.Generator) -> list[Case]:
         hd = int(rng.choice([d for d in (2, 3, 5) if d != H]))
         widths = [w for w in range(3, 11) if w not in (H * hd, hd)]
         query_dim, context_dim = (int(w) for w in rng.choice(widths, size=2, replace=False))
-        Lq, Lk = distinct(rng, 2, 2, 7)
+        Lq, Lk = distinct(rng, 2, 3, 7)  # at least 3 words: a padded caption still has a choice to make
         return Lq, Lk, query_dim, context_dim, H, hd
 
     Lq, Lk, query_dim, context_dim, H, hd = sizes()
@@ -97,7 +97,7 @@ def _forward_cases(rng: np.random.Generator) -> list[Case]:
     Lq3, Lk3, width, _, H3, hd3 = sizes()
     return [
         _forward_case(rng, int(rng.integers(2, 4)), Lq, Lk, query_dim, context_dim, H, hd, True,
-                      "padded captions"),
+                      "padded captions", full_first=True),
         _forward_case(rng, int(rng.integers(2, 4)), Lq2, Lk2, query_dim2, context_dim2, H2, hd2, False,
                       "no mask"),
         # query_dim = context_dim only here: the one case on which keys from x run, so it can be named.
@@ -197,6 +197,15 @@ def _split_order_swapped(t, H):
     return t.view(B, L, D // H, H).permute(0, 3, 1, 2)  # (B, H, L, hd), the features taken in the wrong order
 
 
+def _fw_kv_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _forward(x, context, to_q, to_v, to_k, to_out, num_heads, context_mask)
+
+
+def _fw_split_and_merge_view_only(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+                    split=lambda t, H: _split_view_only(t, H), merge=_merge_reshape_only)
+
+
 def _fw_split_order_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, split=_split_order_swapped)
 
@@ -251,7 +260,10 @@ FORWARD = FunctionTask(
                 "only the queries come from x: k = to_k(context), v = to_v(context).", _fw_kv_from_x),
         Mistake("heads split without a transpose",
                 "view as (B, L, num_heads, head_dim), then .transpose(1, 2), as lesson 02's split_heads does.",
-                _fw_split_view_only),
+                _fw_split_view_only, also=(_fw_split_and_merge_view_only,)),
+        Mistake("to_k and to_v swapped",
+                "keys are what the queries are compared with: k = to_k(context); values are what is averaged: "
+                "v = to_v(context).", _fw_kv_swapped),
         Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
                 "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape, as lesson 02's "
                 "merge_heads does.", _fw_merge_reshape_only),
@@ -299,6 +311,10 @@ PARAMETERS = PredictionTask(
         Mistake("to_k and to_v read the context, whose width is context_dim = 48",
                 "keys and values are projected from the context: nn.Linear(48, 24), not nn.Linear(32, 24).",
                 value=3176),
+        Mistake("forgot to_out's bias", "to_out is an nn.Linear too: 24·32 weights and 32 biases.", value=3912),
+        Mistake("forgot to_k or to_v: both read the context",
+                "a layer has four projections: to_q (from x), to_k and to_v (both from the context), to_out.",
+                value=2768),
         Mistake("forgot to_out", "the heads are projected back to query_dim by to_out: 24·32 + 32 more.",
                 value=3144),
     ),
@@ -573,7 +589,7 @@ def _gated_reference(*args):
 
 
 def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=True, norm_out=False,
-                   residual="x", gate_all=False, pass_mask=True):
+                   residual="x", gate_all=False, pass_mask=True, squash_product=False, norm_update=False):
     """A learner's block with one thing wrong: the gate's initial value, the function that
     squashes it, which tensors are normalised, what the update is added to, whether the gate
     also scales the residual, and whether the mask reaches the attention."""
@@ -589,6 +605,10 @@ def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=
             h = self.norm(x) if norm_x else x
             source = self.norm(context) if norm_context else context
             update = self.attention(h, source, context_mask if pass_mask else None)
+            if norm_update:
+                update = self.norm(update)
+            if squash_product:
+                return x + torch.tanh(self.gate * update)
             gate = 1.0 if squash is None else squash(self.gate)
             base = {"x": x, "normed": self.norm(x), "none": torch.zeros_like(x)}[residual]
             y = gate * (base + update) if gate_all else base + gate * update
@@ -646,6 +666,13 @@ GATED_BLOCK = FunctionTask(
         Mistake("the raw gate multiplies the update, without tanh",
                 "squash the gate, torch.tanh(self.gate): it keeps the update's scale within ±1 however far "
                 "training pushes the gate.", _gated_mistake(squash=_gate_raw)),
+        Mistake("tanh applied to gate × update, not to the gate alone",
+                "tanh squashes the gate only: y = x + tanh(gate) · update. tanh(gate · update) also squashes "
+                "the update itself, so a fully open gate no longer passes it through.",
+                _gated_mistake(squash_product=True)),
+        Mistake("the layer norm applied to the update, not to the attention's input",
+                "pre-norm normalises what the attention reads: attention(self.norm(x), context); its output is "
+                "added as it is.", _gated_mistake(norm_x=False, norm_update=True)),
         Mistake("no gate: the update is added at full strength",
                 "multiply the attention's output by torch.tanh(self.gate) before adding it to x.",
                 _gated_mistake(squash=None)),
