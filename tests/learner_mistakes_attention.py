@@ -363,6 +363,11 @@ class GatedTanhOfTheProduct(GatedNormalisesTheContextNotX):
         return x + torch.tanh(self.gate * self.attention(self.norm(x), context, context_mask))
 
 
+class GatedTanhOfTheSum(GatedNormalisesTheContextNotX):
+    def forward(self, x, context, context_mask=None):
+        return torch.tanh(x + self.gate * self.attention(self.norm(x), context, context_mask))
+
+
 class GatedNormalisesTheUpdate(GatedNormalisesTheContextNotX):
     def forward(self, x, context, context_mask=None):
         return x + torch.tanh(self.gate) * self.norm(self.attention(x, context, context_mask))
@@ -573,6 +578,29 @@ def mha_one_minus(x, context, layer, context_mask):
     return _mha(layer, x.dtype)(x, context, context, key_padding_mask=1 - context_mask, average_attn_weights=False)
 
 
+def mha_inverted_float(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=(~context_mask).to(x.dtype),
+                                average_attn_weights=False)
+
+
+def mha_int_mask(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=1 - context_mask.int(),
+                                average_attn_weights=False)
+
+
+def masked_plus_inverted(q, k, v, mask):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]) + (1 - mask))
+    return w @ v, w
+
+
+def padded_plus_inverted(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s + np.logical_not(m))
+
+
+def forward_plus_inverted(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, hide=lambda s, m: s + (~m).to(s.dtype))
+
+
 def mha_as_attn_mask(x, context, layer, context_mask):
     return _mha(layer, x.dtype)(x, context, context, attn_mask=~context_mask, average_attn_weights=False)
 
@@ -606,6 +634,7 @@ LEARNER_MISTAKES_ATTENTION = {
             masked_renormalised_with_eps,
         "softmax over the wrong axis (the queries, not the keys)": masked_softmax_queries,
         "scaled the weights after the softmax, not the scores before it": masked_weights_scaled, "softmax over the first axis (axis=0), not the keys": masked_softmax_axis0, "indexed the scores with a mask of another shape": masked_indexed,
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": masked_plus_inverted,
         ADDED: masked_plus_mask, TIMES_INF: masked_times_inf, NEGATED: masked_negated, ARITHMETIC: masked_bool_minus_bool,
     },
     "02.cross_attention": {
@@ -631,6 +660,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "softmax over the wrong axis (the queries, not the keys)": padded_softmax_queries,
         "scaled the weights after the softmax, not the scores before it": padded_weights_scaled, "softmax over the first axis (axis=0), not the keys": padded_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": padded_with_residual,
         "indexed the scores with a mask of another shape": padded_indexed,
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": padded_plus_inverted,
         ADDED: padded_plus_mask, TIMES_INF: padded_times_inf, NEGATED: padded_negated, ARITHMETIC: padded_bool_minus_bool,
     },
     "02.block": {
@@ -639,7 +669,8 @@ LEARNER_MISTAKES_ATTENTION = {
     },
     "03.gated_block": {"normalised the context instead of x": GatedNormalisesTheContextNotX,
                        "tanh applied to gate × update, not to the gate alone": GatedTanhOfTheProduct,
-                       "the layer norm applied to the update, not to the attention's input": GatedNormalisesTheUpdate},
+                       "the layer norm applied to the update, not to the attention's input": GatedNormalisesTheUpdate,
+                       "tanh applied to the whole sum, x + gate · update": GatedTanhOfTheSum},
     "03.forward": {
         "divided by head_dim instead of √head_dim": forward_by_d_k,
         "multiplied by √head_dim instead of dividing by it": forward_times_sqrt,
@@ -655,9 +686,11 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled the weights after the softmax, not the scores before it": forward_weights_scaled, "softmax over the first axis (axis=0), not the keys": forward_softmax_dim0, "indexed the scores with a mask of another shape": forward_indexed,
         "heads split as (head_dim, num_heads): each head gets every num_heads-th feature": forward_heads_wrong_order,
         ".view() after a transpose": forward_view_after_transpose,
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": forward_plus_inverted,
         ADDED: forward_plus_mask, TIMES_INF: forward_times_inf, NEGATED: forward_negated, ARITHMETIC: forward_one_minus_mask,
     },
     "03.mha_mask": {
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": mha_inverted_float, "an integer key_padding_mask": mha_int_mask,
         ADDED: mha_float_mask, TIMES_INF: mha_times_inf, NEGATED: mha_negated, ARITHMETIC: mha_one_minus,
         "context_mask passed as attn_mask": mha_as_attn_mask,
     },

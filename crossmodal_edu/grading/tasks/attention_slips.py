@@ -124,6 +124,9 @@ SLIPS: tuple[Slip, ...] = (
     _slip("mask_added", "mask", "the mask added to the scores as a number (1/0 or 0/−1), not as −inf",
           "True and False become 1 and 0: the kept scores gain 1 (or the hidden ones lose 1), so a hidden key "
           "still gets e^-1 times the weight it would have. Hide it: -inf where the mask is False."),
+    _slip("mask_inverted_added", "mask", "the inverted mask added as a number: hidden keys gain 1 instead of −inf",
+          "(~mask) as a number is 1 on the hidden keys: adding it raises their scores instead of hiding them. "
+          "Hide them: {fill}."),
     _slip("mask_times_inf", "mask", "−inf multiplied by the mask: 0 · (−inf) is NaN",
           "(~mask) * -inf is NaN wherever the mask is True, since 0 times infinity has no value. Select "
           "instead of multiplying: {fill}."),
@@ -264,6 +267,8 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
             scores = scores + keep
         elif slip == "mask_times_inf":
             scores = scores + (~keep) * -np.inf
+        elif slip == "mask_inverted_added":
+            scores = scores + ~keep
         elif slip == "mask_finite":
             scores = np.where(keep, scores, -1e9)
         elif slip not in ("mask_ignored", "mask_after_softmax", "mask_after_softmax_renormalised"):
@@ -309,6 +314,8 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
             scores = scores + keep.to(scores.dtype)
         elif slip == "mask_times_inf":
             scores = scores + (~keep).to(scores.dtype) * float("-inf")
+        elif slip == "mask_inverted_added":
+            scores = scores + (~keep).to(scores.dtype)
         elif slip == "mask_finite":
             scores = scores.masked_fill(~keep, -1e9)
         elif slip not in ("mask_ignored", "mask_after_softmax", "mask_after_softmax_renormalised"):

@@ -383,7 +383,8 @@ def _mha_slip(slip):
 
     def attend(x, context, layer, context_mask):
         keep = context_mask.to(x.dtype)
-        padding = {"mask_ignored": None, "mask_added": keep, "mask_times_inf": (1 - keep) * float("-inf")}[slip]
+        padding = {"mask_ignored": None, "mask_added": keep, "mask_times_inf": (1 - keep) * float("-inf"),
+                   "mask_inverted_added": 1 - keep}[slip]
         return _mha(x, context, layer, padding)
 
     return attend
@@ -443,7 +444,13 @@ MHA_MASK = FunctionTask(
                                  "to the real words and 0 to the padding, which keeps its weight. Pass the "
                                  "boolean ~context_mask, which hides the padding.",
                    "mask_times_inf": "(~context_mask) * float('-inf') is NaN wherever the mask is True (0 times "
-                                     "infinity); pass the boolean key_padding_mask=~context_mask."}),
+                                     "infinity); pass the boolean key_padding_mask=~context_mask.",
+                   "mask_inverted_added": "a float key_padding_mask is ADDED to the scores: (~context_mask).float() "
+                                          "raises the padding by 1 instead of hiding it. Pass the boolean "
+                                          "~context_mask: True (ignore) hides a word."}),
+        Mistake("an integer key_padding_mask",
+                "nn.MultiheadAttention takes a bool key_padding_mask (True = ignore) or a float one (added to the "
+                "scores): pass ~context_mask.", raises=r"only bool and floating types of key_padding_mask"),
         Mistake("context_mask passed as attn_mask",
                 "attn_mask is a mask per (query, key) pair, (Lq, Lk) or (B * num_heads, Lq, Lk), True = "
                 "hidden; a mask per caption word goes into key_padding_mask=~context_mask.",
@@ -589,7 +596,8 @@ def _gated_reference(*args):
 
 
 def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=True, norm_out=False,
-                   residual="x", gate_all=False, pass_mask=True, squash_product=False, norm_update=False):
+                   residual="x", gate_all=False, pass_mask=True, squash_product=False, norm_update=False,
+                   squash_sum=False):
     """A learner's block with one thing wrong: the gate's initial value, the function that
     squashes it, which tensors are normalised, what the update is added to, whether the gate
     also scales the residual, and whether the mask reaches the attention."""
@@ -609,6 +617,8 @@ def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=
                 update = self.norm(update)
             if squash_product:
                 return x + torch.tanh(self.gate * update)
+            if squash_sum:
+                return torch.tanh(x + self.gate * update)
             gate = 1.0 if squash is None else squash(self.gate)
             base = {"x": x, "normed": self.norm(x), "none": torch.zeros_like(x)}[residual]
             y = gate * (base + update) if gate_all else base + gate * update
@@ -670,6 +680,9 @@ GATED_BLOCK = FunctionTask(
                 "tanh squashes the gate only: y = x + tanh(gate) · update. tanh(gate · update) also squashes "
                 "the update itself, so a fully open gate no longer passes it through.",
                 _gated_mistake(squash_product=True)),
+        Mistake("tanh applied to the whole sum, x + gate · update",
+                "tanh squashes the gate only; the residual x must pass through untouched: "
+                "y = x + tanh(gate) · update.", _gated_mistake(squash_sum=True)),
         Mistake("the layer norm applied to the update, not to the attention's input",
                 "pre-norm normalises what the attention reads: attention(self.norm(x), context); its output is "
                 "added as it is.", _gated_mistake(norm_x=False, norm_update=True)),
