@@ -605,6 +605,22 @@ def mha_as_attn_mask(x, context, layer, context_mask):
     return _mha(layer, x.dtype)(x, context, context, attn_mask=~context_mask, average_attn_weights=False)
 
 
+def project_scales_q(x, context, W_Q, W_K, W_V):
+    d_k = W_Q.shape[-1]
+    return (x @ W_Q) / math.sqrt(d_k), context @ W_K, context @ W_V
+
+
+def cross_returns_scores(x, c, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    return _softmax(s) @ v @ W_O, s
+
+
+def forward_mean_weights(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    out, w = _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask)
+    return out, w.mean(1)
+
+
 SCALE = {
     "01": {"no 1/√d_k scaling": masked_no_scale, "divided by d_k instead of √d_k": masked_by_d_k,
            "multiplied by √d_k instead of dividing by it": masked_times_sqrt,
@@ -618,6 +634,7 @@ NEGATED = "negated a boolean mask with `-`"
 ARITHMETIC = "arithmetic on a boolean mask (`mask - 1`, `1 - mask`)"
 
 LEARNER_MISTAKES_ATTENTION = {
+    "02.project": {"q already divided by √d_k": project_scales_q},
     "01.softmax": {"subtracted the minimum (or the mean), not the maximum": softmax_minus_min,
                    "the maximum subtracted in the numerator only": softmax_shift_on_top_only,
                    "the maximum taken along the last axis, the sum along `axis`": softmax_max_of_rows,
@@ -644,6 +661,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √Lk (the number of keys) instead of √d_k": cross_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": cross_by_Lq,
         "scaled by √(q.shape[0]) instead of √d_k": cross_by_first_dim,
+        "returned the scores as the weights, not their softmax": cross_returns_scores,
         "scaled the weights after the softmax, not the scores before it": cross_weights_scaled, "softmax over the first axis (axis=0), not the keys": cross_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": cross_with_residual,
     },
     "02.padded_cross_attention": {
@@ -680,6 +698,7 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √(query_dim / num_heads) instead of √head_dim": forward_head_dim_from_x,
         "softmax over the heads axis (dim=1), not the keys": forward_softmax_over_heads,
         "to_k and to_v swapped": forward_keys_from_to_v,
+        "weights averaged over the heads": forward_mean_weights,
         "scaled by √context_dim (the width of the context) instead of √head_dim": forward_by_context_dim,
         "mask applied after the softmax": forward_after_softmax,
         "hidden scores set to 0 instead of −inf": forward_masked_with_zero,

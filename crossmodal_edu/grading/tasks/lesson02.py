@@ -64,6 +64,10 @@ def _proj_k_v_swapped(x, context, W_Q, W_K, W_V):
     return x @ W_Q, context @ W_V, context @ W_K
 
 
+def _proj_q_scaled(x, context, W_Q, W_K, W_V):
+    return x @ W_Q / np.sqrt(W_Q.shape[1]), context @ W_K, context @ W_V
+
+
 def _projection_shapes(case: Case):
     i = case.inputs
     return ((*i["x"].shape[:-1], i["W_Q"].shape[1]), (*i["context"].shape[:-1], i["W_K"].shape[1]),
@@ -93,6 +97,9 @@ PROJECT = FunctionTask(
                 "keys are compared with queries, so they need W_K (width d_k); values carry content, W_V (width d_v); "
                 "and the function returns them in that order, (q, k, v).",
                 _proj_k_v_swapped),
+        Mistake("q already divided by √d_k",
+                "project only projects: q = x @ W_Q. The 1/√d_k belongs to the scores, in cross_attention (task 2).",
+                _proj_q_scaled),
     ),
 )
 
@@ -168,6 +175,12 @@ RESIDUAL_ADDED = Mistake(
     "return what the attention computes, (weights @ v) @ W_O; the block adds it to the stream later.", _ca_plus_x)
 
 
+def _ca_returns_scores(x, context, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, context @ W_K, context @ W_V
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    return reference.softmax(scores) @ v @ W_O, scores
+
+
 def _ca_roles_swapped(x, context, W_Q, W_K, W_V, W_O):
     return _cross(context, x, W_Q, W_K, W_V, W_O)
 
@@ -190,6 +203,8 @@ CROSS_ATTENTION = FunctionTask(
         *attention_mistakes("02.cross_attention", _cross_slip, has={"scale", "softmax", "project"},
                             words=_WORDS_02),
         RESIDUAL_ADDED,
+        Mistake("returned the scores as the weights, not their softmax",
+                "the weights are softmax(scores): each query's row is positive and sums to 1.", _ca_returns_scores),
         Mistake("forgot W_O: the output is left in the values' width d_v",
                 "map the result back to the queries' width: (weights @ v) @ W_O, shape (..., Lq, query_dim).",
                 _ca_no_W_O),

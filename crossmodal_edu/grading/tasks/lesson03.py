@@ -197,6 +197,11 @@ def _split_order_swapped(t, H):
     return t.view(B, L, D // H, H).permute(0, 3, 1, 2)  # (B, H, L, hd), the features taken in the wrong order
 
 
+def _fw_weights_averaged(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    out, weights = _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask)
+    return out, weights.mean(dim=1)
+
+
 def _fw_kv_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _forward(x, context, to_q, to_v, to_k, to_out, num_heads, context_mask)
 
@@ -264,6 +269,9 @@ FORWARD = FunctionTask(
         Mistake("to_k and to_v swapped",
                 "keys are what the queries are compared with: k = to_k(context); values are what is averaged: "
                 "v = to_v(context).", _fw_kv_swapped),
+        Mistake("weights averaged over the heads",
+                "return every head's weights, (B, num_heads, Lq, Lk): the heads attend differently, and an "
+                "average hides that.", _fw_weights_averaged),
         Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
                 "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape, as lesson 02's "
                 "merge_heads does.", _fw_merge_reshape_only),
