@@ -806,3 +806,13 @@ RIGHT_ANSWERS_ATTENTION = [
     ("03.forward", forward_with_einsum_and_F_softmax),
     ("03.mha_mask", mha_with_in_proj_weight),
 ]
+
+
+def masked_naive_softmax(q, k, v, mask):
+    s = np.where(mask, q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]), -np.inf)
+    w = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+    w = np.where(np.isnan(w), 0.0, w)  # the row that may see nothing ... and, unseen, the underflowing ones
+    return w @ v, w
+
+
+LEARNER_MISTAKES_ATTENTION["01.masked_attention"]["softmax without max subtraction"] = masked_naive_softmax

@@ -191,7 +191,9 @@ def attention_mistakes(
         hint = hints.get(slip.key, slip.hint)
         # The same slip with a softmax that leaves a row of nothing but -inf NaN (a learner's own, or
         # torch's) rather than zero (the course's reference): both are what a learner may have written.
-        ways = () if slip.key in _NAN_ROWS_ALWAYS else (f"{slip.key}/nan",)
+        # (a slip whose rows are NaN anyway: also with the NaN turned into 0, np.nan_to_num-style)
+        ways = (f"{slip.key}/nan",) if slip.key not in _NAN_ROWS_ALWAYS else \
+            (f"{slip.key}/zero",) if slip.key == "softmax_no_max" else ()
         if slip.key == "mask_after_softmax_renormalised":  # ... and with an ε against 0/0
             ways += (f"{slip.key}/eps",)
         also = tuple(f for f in (variant(way) for way in ways) if f is not None)
@@ -220,7 +222,12 @@ def _parse(slip: Optional[str]) -> tuple[Optional[str], bool, float]:
     if slip is None:
         return None, False, 0.0
     key, _, how = slip.partition("/")
-    return key, how == "nan" or key in ("mask_nan", "softmax_no_max", "mask_times_inf"), 1e-9 * (how == "eps")
+    return key, how in ("nan", "zero") or key in ("mask_nan", "softmax_no_max", "mask_times_inf"), 1e-9 * (how == "eps")
+
+
+def _zeroed(slip: Optional[str]) -> bool:
+    """``"softmax_no_max/zero"``: the slip's NaN weights turned into 0 afterwards."""
+    return slip is not None and slip.endswith("/zero")
 
 
 def scale_for(slip: Optional[str], d_k: int, d_v: int, Lq: int, Lk: int,
@@ -252,6 +259,7 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
     factor for ``slip=None`` (default ``1/√d_k``); ``sizes`` (``query_dim``, ``context_dim``,
     ``inner``) are what some slips scale by instead.
     """
+    zero = _zeroed(slip)
     slip, nan_rows, eps = _parse(slip)
     d_k, d_v, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
     sizes.setdefault("first_dim", q.shape[0])
@@ -290,6 +298,8 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
                 weights = weights / (weights.sum(axis=-1, keepdims=True) + eps)
     if slip == "scale_after_softmax":
         weights = weights / math.sqrt(d_k)
+    if zero:
+        weights = np.nan_to_num(weights, nan=0.0)
     return weights @ v, weights
 
 
@@ -298,6 +308,7 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
     ``(..., Lk, d_v)``, ``mask`` (True = may attend) broadcasting against the scores."""
     import torch
 
+    zero = _zeroed(slip)
     slip, nan_rows, eps = _parse(slip)
     d_k, d_v, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
     sizes.setdefault("first_dim", q.shape[0])
@@ -336,4 +347,6 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
             weights = weights / (weights.sum(dim=-1, keepdim=True) + eps)
     if slip == "scale_after_softmax":
         weights = weights / math.sqrt(d_k)
+    if zero:
+        weights = torch.nan_to_num(weights, nan=0.0)
     return weights @ v, weights

@@ -365,15 +365,22 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
     full[..., 0] |= ~full.any(axis=-1)  # ... and every row sees at least one ...
     full[0, 0] = False  # ... except query 0 of sequence 0, which may see nothing
     # Padded keys whose scores are far above the real ones' (by more than 745, where e^-x underflows):
-    # only hiding them before the softmax leaves the real keys any weight.
+    # only hiding them before the softmax leaves the real keys any weight. Every score is negative
+    # (about -150 to -350 for the padding, below -1000 for the real words), so that even a softmax
+    # without its max shift overflows nowhere here.
     q_loud, k_loud = normal(size=(B, Lq, d_k)), normal(size=(B, Lk, d_k))
-    q_loud[..., 0] = 3.0 + np.abs(q_loud[..., 0])
-    k_loud[..., 0] = np.where(padding[:, 0, :], k_loud[..., 0], 1000.0)
+    q_loud[..., 0] = 3.0 + np.clip(np.abs(q_loud[..., 0]), 0.0, 3.0)  # 3 to 6
+    k_loud[..., 0] = np.where(padding[:, 0, :], -350.0, -50.0) * np.sqrt(d_k)
+    # Scores all about the same and above 1000: e^score overflows unless the maximum is subtracted.
+    q_high, k_high = normal(size=(B, Lq, d_k)), normal(size=(B, Lk, d_k))
+    q_high[..., 0], k_high[..., 0] = 40.0, 40.0 * np.sqrt(d_k)
     return [
         Case({"q": normal(size=(B, Lq, d_k)), "k": normal(size=(B, Lk, d_k)),
               "v": normal(size=(B, Lk, d_v)), "mask": padding}, note="a padding mask"),
         Case({"q": q_loud, "k": k_loud, "v": normal(size=(B, Lk, d_v)), "mask": padding},
              note="padded keys with huge scores"),
+        Case({"q": q_high, "k": k_high, "v": normal(size=(B, Lk, d_v)), "mask": padding},
+             note="every score above 1000"),
         Case({"q": normal(size=(B, Lq, d_k)), "k": normal(size=(B, Lk, d_k)),
               "v": normal(size=(B, Lk, d_v)), "mask": full}, note="query (0, 0) may see no key"),
         Case({"q": normal(size=(Lq, d_k)), "k": normal(size=(Lk, d_k)), "v": normal(size=(Lk, d_v)),
@@ -430,7 +437,7 @@ MASKED_ATTENTION = FunctionTask(
     ),
     mistakes=attention_mistakes(
         "01.masked_attention", lambda slip: lambda q, k, v, mask: numpy_attention(q, k, v, mask, slip=slip),
-        has={"scale", "softmax", "mask", "blind", "hidden_large"}),
+        has={"scale", "softmax", "mask", "blind", "hidden_large", "large"}),
     planted=slip_name("mask_after_softmax"),
 )
 
