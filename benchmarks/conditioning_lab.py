@@ -43,10 +43,13 @@ so the benchmark can be spread over several sittings. ``--report`` prints the ta
 over training seeds, with n) and draws ``benchmarks/results/conditioning_lab.png``;
 ``summarise(path)`` returns the same rows as dicts (lesson 06 reads them).
 
-Cost on the 2-core development VM, one thread per run: about 0.35-0.5 s per step for the course
-designs (single-stream the slowest), so ~12-17 minutes of training per run plus ~3 minutes of
-test sampling; DALLE-pytorch about 2-3x the step time. The 26 course runs and 5 outside runs take
-~10 hours on one core. On a GPU (the device is CUDA whenever one is present, with bf16 autocast):
+Cost on the 2-core development VM, one thread per run (the first run of the background job,
+cross-attention at lr 1.5e-3, 2026-12-01): 633 s of training (0.317 s/step) and 71 s of test
+sampling (9,000 images), ~12 minutes in all; single-stream is ~1.3x slower per step, DALLE-pytorch
+~2.7x (0.96 CPU s/step in a 30-step timing), so ~36 minutes per outside run. The 26 course runs and
+the 5 outside runs take ~8.5 hours on one core; ``--phase all --workers 1`` goes design by design
+(``ORDER``: each design's lr phase, then its seeds), so an interrupted job leaves whole designs.
+On a GPU (the device is CUDA whenever one is present, with bf16 autocast), phase by phase:
 
     python benchmarks/conditioning_lab.py --phase all --workers 8 --out benchmarks/results/conditioning_lab_h200.jsonl
 
@@ -647,6 +650,8 @@ def main(argv: list[str] | None = None) -> None:
     if chosen and set(chosen) - set(known):
         parser.error(f"unknown designs {sorted(set(chosen) - set(known))}: expected some of {known}")
     counts = parameter_counts()
+    if outside_available():
+        counts[OUTSIDE_NAME] = sum(p.numel() for p in build_model(OUTSIDE_NAME).parameters())
     check_equal_size(counts)
     print("parameters:", ", ".join(f"{d} {n:,}" for d, n in counts.items()), flush=True)
     settings = replace(Settings(), steps=args.steps)
