@@ -16,7 +16,7 @@ from crossmodal_edu.grading import all_tasks, get_task, judge
 from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
 from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
-from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
+from learner_mistakes_02b import LEARNER_MISTAKES_02B, RIGHT_ANSWERS_02B  # lesson 02b's, in a file of their own
 from learner_mistakes_06 import LEARNER_MISTAKES_06, RIGHT_ANSWERS_06, VARIANTS_06  # 06's later additions
 from learner_mistakes_07 import LEARNER_MISTAKES_07, RIGHT_ANSWERS_07  # lesson 07's, likewise
 
@@ -1478,8 +1478,8 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
             assert "Hint: " in result.text() and "seed" in result.text()
 
 
-@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07,
-                         ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07])
+@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07,
+                         ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07])
 def test_a_right_answer_written_unusually_passes(task_id, fn):
     task = get_task(task_id)
     for seed in SEEDS:
