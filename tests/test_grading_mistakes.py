@@ -1478,8 +1478,10 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
             assert "Hint: " in result.text() and "seed" in result.text()
 
 
-@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07,
-                         ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07])
+RIGHT_ANSWERS = RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07
+
+
+@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS])
 def test_a_right_answer_written_unusually_passes(task_id, fn):
     task = get_task(task_id)
     for seed in SEEDS:

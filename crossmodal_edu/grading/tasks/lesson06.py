@@ -170,7 +170,8 @@ def _db_norm1_everywhere(x, context, context_mask, block):
 
 
 def _db_norms_2_3_swapped(x, context, context_mask, block):
-    return _sublayers(x, context, context_mask, block, norms={"self": block.norm1, "cross": block.norm3, "mlp": block.norm2})
+    norms = {"self": block.norm1, "cross": block.norm3, "mlp": block.norm2}
+    return _sublayers(x, context, context_mask, block, norms=norms)
 
 
 def _db_no_residual_self(x, context, context_mask, block):
