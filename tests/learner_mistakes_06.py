@@ -102,6 +102,11 @@ def forcing_start_over_first_token(image_tokens, start_id):
     return inputs, image_tokens
 
 
+def forcing_start_last(image_tokens, start_id):
+    start = torch.tensor([[start_id]] * image_tokens.shape[0])
+    return torch.cat((image_tokens[:, :-1], start), dim=1), image_tokens
+
+
 def forcing_rolled(image_tokens, start_id):
     return image_tokens.roll(1, dims=-1), image_tokens.clone()
 
@@ -241,6 +246,13 @@ def top_k_ties_kept(logits, k):  # nanoGPT's idiom: every logit tied with the k-
 def top_k_ties_kept_by_kthvalue(logits, k):
     kth = torch.kthvalue(logits, logits.shape[-1] - k + 1, dim=-1, keepdim=True).values
     return torch.where(logits >= kth, logits, torch.tensor(float("-inf"), dtype=logits.dtype))
+
+
+def top_k_kthvalue(logits, k):
+    kth = logits.kthvalue(k, dim=-1, keepdim=True)[0]
+    out = logits.clone()
+    out[out < kth] = float("-inf")
+    return out
 
 
 def top_k_scatter_zeros(logits, k):
@@ -415,6 +427,7 @@ LEARNER_MISTAKES_06 = {
     },
     "06.teacher_forcing": {
         "<start> replaced the first token: inputs = <start>, image_tokens[:, 1:]": forcing_start_over_first_token,
+        "<start> put at the end: inputs = image_tokens[:, :-1], then <start>": forcing_start_last,
         "rolled without a <start>: the last token wrapped around to the front": forcing_rolled,
         "shifted along the batch axis: each image gets the previous image's tokens": forcing_rolled_over_the_batch,
     },
@@ -439,6 +452,7 @@ LEARNER_MISTAKES_06 = {
         "returned the k largest values themselves, (..., k), not the filtered logits (..., V)": top_k_values,
         "returned the row sorted: the kept logits are no longer at their tokens' places": top_k_sorted,
         "top k over dim=1: right for (B, V) logits only": top_k_dim_1,
+        "torch.kthvalue(logits, k) is the k-th SMALLEST: kept all but the k - 1 smallest": top_k_kthvalue,
     },
     "06.sampling_probs": {
         "top-k kept every logit tied with the k-th largest: more than top_k tokens can be drawn": probs_ties_kept,

@@ -362,6 +362,10 @@ def _tf_start_over_first(image_tokens, start_id):
     return torch.cat([_start(image_tokens, start_id), image_tokens[:, 1:]], dim=1), image_tokens.clone()
 
 
+def _tf_start_at_the_end(image_tokens, start_id):
+    return torch.cat([image_tokens[:, :-1], _start(image_tokens, start_id)], dim=1), image_tokens.clone()
+
+
 def _tf_rolled(image_tokens, start_id):
     return torch.roll(image_tokens, 1, dims=1), image_tokens.clone()
 
@@ -436,6 +440,9 @@ TEACHER_FORCING = FunctionTask(
         Mistake("<start> replaced the first token: inputs = <start>, image_tokens[:, 1:]",
                 "then position i >= 1 sees token i, the one it is graded on. Shift everything one step: "
                 "<start> then image_tokens[:, :-1], dropping the LAST token.", _tf_start_over_first),
+        Mistake("<start> put at the end: inputs = image_tokens[:, :-1], then <start>",
+                "<start> comes FIRST, so that position i reads token i - 1: "
+                "inputs = cat([start_id column, image_tokens[:, :-1]], dim=1).", _tf_start_at_the_end),
         Mistake("rolled without a <start>: the last token wrapped around to the front",
                 "torch.roll moves the last token to position 0, so position 0 sees the image's end. Put start_id "
                 "at position 0 instead (or build the inputs with torch.cat).", _tf_rolled),
@@ -939,6 +946,10 @@ def _tk_dim1(logits, k):
     return torch.full_like(logits, NEG_INF).scatter(1, top.indices, top.values)
 
 
+def _tk_kthvalue_smallest(logits, k):
+    return _keep_from(logits, torch.kthvalue(logits, k, dim=-1, keepdim=True).values)
+
+
 def _tk_in_place(logits, k):
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     logits[logits < kth] = NEG_INF
@@ -1031,6 +1042,10 @@ TOP_K = FunctionTask(
         Mistake("returned the row sorted: the kept logits are no longer at their tokens' places",
                 "position j of a row is token j: keep every logit where it is, and set the others to -inf "
                 "(torch.topk's indices say where the k largest are).", _tk_sorted),
+        Mistake("torch.kthvalue(logits, k) is the k-th SMALLEST: kept all but the k - 1 smallest",
+                "kthvalue counts from the bottom: the k-th largest of V logits is torch.kthvalue(logits, V - k + 1, "
+                "dim=-1), and with ties a threshold keeps them all; torch.topk(logits, k, dim=-1) gives the k "
+                "largest directly.", _tk_kthvalue_smallest),
         Mistake("top k over dim=1: right for (B, V) logits only",
                 "the vocabulary is the LAST axis whatever the shape, (B, V) or (B, L, V): dim=-1.", _tk_dim1),
         Mistake(IN_PLACE, "", _tk_in_place, in_place=True),
