@@ -213,6 +213,188 @@ def adamw_in_place(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay)
     return param, m, v
 
 
+# --- later additions: mistakes the first catalogue lacked, and right answers written unusually ------
+
+def ce_lse_without_shift(logits, targets):
+    log_p = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+    return -log_p[np.arange(len(targets)), targets].mean()
+
+
+def ce_shift_by_min(logits, targets):
+    z = logits - logits.min(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -np.mean(log_p[range(len(targets)), targets])
+
+
+def ce_shift_by_batch_max(logits, targets):
+    z = logits - np.max(logits)
+    log_p = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    return -log_p[np.arange(len(targets)), targets].mean()
+
+
+def ce_max_without_keepdims(logits, targets):
+    z = logits - logits.max(axis=1)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(targets)), targets].mean()
+
+
+def ce_sum_without_keepdims(logits, targets):
+    z = logits - logits.max(axis=-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=-1))
+    return float(-np.mean(log_p[np.arange(len(targets)), targets]))
+
+
+def grad_divided_by_classes(logits, targets):
+    B, C = logits.shape
+    return (_my_softmax(logits) - np.eye(C)[targets]) / C
+
+
+def grad_correct_class_only(logits, targets):
+    p = _my_softmax(logits)
+    grad = np.zeros_like(logits)
+    rows = np.arange(len(targets))
+    grad[rows, targets] = p[rows, targets] - 1
+    return grad / len(targets)
+
+
+def grad_shift_by_min(logits, targets):
+    e = np.exp(logits - logits.min(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True) - _onehot(targets, logits.shape[1])) / len(targets)
+
+
+def grad_shift_by_batch_max(logits, targets):
+    e = np.exp(logits - logits.max())
+    return (e / e.sum(axis=1, keepdims=True) - _onehot(targets, logits.shape[1])) / len(targets)
+
+
+def grad_max_without_keepdims(logits, targets):
+    e = np.exp(logits - np.max(logits, axis=1))
+    p = e / np.sum(e, axis=1, keepdims=True)
+    return (p - np.eye(logits.shape[1])[targets]) / logits.shape[0]
+
+
+def grad_sum_without_keepdims(logits, targets):
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1)
+    return (p - _onehot(targets, logits.shape[1])) / len(targets)
+
+
+def adamw_v_not_corrected(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param * (1 - lr * weight_decay)
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat = m / (1 - beta1 ** step)
+    return param - lr * m_hat / (np.sqrt(v) + eps), m, v
+
+
+def adamw_m_not_corrected(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param - lr * weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * np.square(grad)
+    v_hat = v / (1 - beta2 ** step)
+    return param - lr * m / (np.sqrt(v_hat) + eps), m, v
+
+
+def adamw_betas_swapped(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param - lr * weight_decay * param
+    m = (1 - beta1) * m + beta1 * grad
+    v = (1 - beta2) * v + beta2 * grad ** 2
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def adamw_beta1_for_v(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param - lr * weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta1 * v + (1 - beta1) * grad ** 2  # copied from the line above
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta1 ** step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def adamw_eps_outside(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param - lr * weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+    return param - lr * m_hat / np.sqrt(v_hat) + eps, m, v
+
+
+def adamw_no_decay(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def adamw_correction_multiplied(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param - lr * weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    m_hat, v_hat = m * (1 - beta1 ** step), v * (1 - beta2 ** step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def adamw_correction_power_of_the_bracket(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    param = param - lr * weight_decay * param
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad ** 2
+    m_hat, v_hat = m / (1 - beta1) ** step, v / (1 - beta2) ** step
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def ce_logsumexp(logits, targets):  # right: NumPy's logaddexp.reduce is a stable log-sum-exp
+    lse = np.logaddexp.reduce(logits, axis=1)  # (B,)
+    return float(np.mean(lse - logits[np.arange(len(targets)), targets]))
+
+
+def ce_loop(logits, targets):  # right: one example at a time
+    total = 0.0
+    for row, y in zip(logits, targets):
+        top = row.max()
+        total += -(row[y] - top - np.log(np.exp(row - top).sum()))
+    return total / len(targets)
+
+
+def ce_torch(logits, targets):  # right: PyTorch's own, on the NumPy arrays
+    import torch
+    import torch.nn.functional as F
+    return F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(targets)).item()
+
+
+def grad_columns_first(logits, targets):  # right: the classes on axis 0, transposed back
+    z = logits.T  # (C, B)
+    e = np.exp(z - z.max(axis=0))
+    p = e / e.sum(axis=0)
+    p[targets, np.arange(len(targets))] -= 1
+    return p.T / z.shape[1]
+
+
+def grad_from_log_softmax(logits, targets):  # right: p from a stable log-softmax
+    p = np.exp(_my_log_softmax(logits))
+    p[np.arange(len(targets)), targets] -= 1.0
+    return p / logits.shape[0]
+
+
+def adamw_torch_order(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):  # right: as torch writes it
+    param = param * (1 - lr * weight_decay)
+    m = m * beta1 + grad * (1 - beta1)
+    v = v * beta2 + grad * grad * (1 - beta2)
+    step_size = lr / (1 - beta1 ** step)
+    denom = np.sqrt(v) / np.sqrt(1 - beta2 ** step) + eps
+    return param - step_size * m / denom, m, v
+
+
+def adamw_copies_in_place(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):  # right: on copies
+    param, m, v = param.copy(), m.copy(), v.copy()
+    param *= 1 - lr * weight_decay
+    m *= beta1
+    m += (1 - beta1) * grad
+    v *= beta2
+    v += (1 - beta2) * grad ** 2
+    param -= lr * (m / (1 - beta1 ** step)) / (np.sqrt(v / (1 - beta2 ** step)) + eps)
+    return param, m, v
+
+
 LEARNER_MISTAKES_02B = {
     "02b.cross_entropy": {
         "softmax without the max shift: e^z overflows, and the loss is NaN": ce_naive_softmax,
@@ -250,3 +432,38 @@ LEARNER_MISTAKES_02B = {
         IN_PLACE: adamw_in_place,
     },
 }
+LEARNER_MISTAKES_02B["02b.cross_entropy"].update({
+    "log-sum-exp without the max shift: log(sum(e^z)) overflows to inf": ce_lse_without_shift,
+    "shifted by each row's minimum, not its maximum": ce_shift_by_min,
+    "shifted by the largest logit of the whole batch, not of each row": ce_shift_by_batch_max,
+    "the max taken without keepdims=True: it broadcasts along the wrong axis": ce_max_without_keepdims,
+    "the sum of exponentials taken without keepdims=True: it broadcasts along the wrong axis": ce_sum_without_keepdims,
+})
+LEARNER_MISTAKES_02B["02b.cross_entropy_gradient"].update({
+    "divided by the number of classes C, not by the batch size B": grad_divided_by_classes,
+    "only the correct class's entry: the other classes' p is left out": grad_correct_class_only,
+    "shifted by each row's minimum, not its maximum": grad_shift_by_min,
+    "shifted by the largest logit of the whole batch, not of each row": grad_shift_by_batch_max,
+    "the max taken without keepdims=True: it broadcasts along the wrong axis": grad_max_without_keepdims,
+    "the softmax's sum taken without keepdims=True: it broadcasts along the wrong axis": grad_sum_without_keepdims,
+})
+LEARNER_MISTAKES_02B["02b.adamw_step"].update({
+    "bias correction for m only: v used as it is": adamw_v_not_corrected,
+    "bias correction for v only: m used as it is": adamw_m_not_corrected,
+    "beta and 1 - beta swapped in the running means: beta1 * grad + (1 - beta1) * m": adamw_betas_swapped,
+    "v's running mean and correction use beta1, not beta2": adamw_beta1_for_v,
+    "eps outside the fraction: ... / np.sqrt(v_hat) + eps adds eps to the parameter": adamw_eps_outside,
+    "weight decay left out": adamw_no_decay,
+    "bias correction multiplied instead of divided": adamw_correction_multiplied,
+    "bias correction with (1 - beta) ** step instead of 1 - beta ** step": adamw_correction_power_of_the_bracket,
+})
+
+RIGHT_ANSWERS_02B = [
+    ("02b.cross_entropy", ce_logsumexp),
+    ("02b.cross_entropy", ce_loop),
+    ("02b.cross_entropy", ce_torch),
+    ("02b.cross_entropy_gradient", grad_columns_first),
+    ("02b.cross_entropy_gradient", grad_from_log_softmax),
+    ("02b.adamw_step", adamw_torch_order),
+    ("02b.adamw_step", adamw_copies_in_place),
+]

@@ -462,7 +462,8 @@ def test_sample_from_logits_draws_from_the_distribution_exercise_06_grades():
             B, V = logits.shape
             probs = sampling_probs_reference(logits, **options).numpy()
             n = 20_000
-            draws = sample_from_logits(logits.repeat(n, 1), options["temperature"], options["top_k"], generator)
+            temperature, top_k = options.get("temperature", 1.0), options.get("top_k")  # a case may use the defaults
+            draws = sample_from_logits(logits.repeat(n, 1), temperature, top_k, generator)
             frequencies = np.stack([np.bincount(draws.view(n, B)[:, b].numpy(), minlength=V) / n for b in range(B)])
             np.testing.assert_allclose(frequencies, probs, atol=0.02)  # 5.6 standard deviations at worst
             assert np.all(frequencies[probs == 0] == 0), "a token of probability 0 was drawn"

@@ -16,7 +16,8 @@ from crossmodal_edu.grading import all_tasks, get_task, judge
 from crossmodal_edu.grading.result import NOT_ATTEMPTED, PASSED
 from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
-from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
+from learner_mistakes_02b import LEARNER_MISTAKES_02B, RIGHT_ANSWERS_02B  # lesson 02b's, in a file of their own
+from learner_mistakes_06 import LEARNER_MISTAKES_06, RIGHT_ANSWERS_06, VARIANTS_06  # 06's later additions
 from learner_mistakes_07 import LEARNER_MISTAKES_07, RIGHT_ANSWERS_07  # lesson 07's, likewise
 from learner_mistakes_attention import (  # the shared attention slips
     LEARNER_MISTAKES_ATTENTION, RIGHT_ANSWERS_ATTENTION, VARIANTS_ATTENTION)
@@ -1147,8 +1148,9 @@ def _filtered(logits, top_k):
     return logits if top_k is None else top_k_filter_ok(logits, top_k)
 
 
-def top_k_filter_ok(logits, k):
-    return logits.masked_fill(logits < _kth_largest(logits, k), float("-inf"))
+def top_k_filter_ok(logits, k):  # exactly k per row, even with ties (masking logits < the k-th keeps them all)
+    values, indices = torch.topk(logits, k, dim=-1)
+    return torch.full_like(logits, float("-inf")).scatter(-1, indices, values)
 
 
 def _greedy(logits):
@@ -1435,7 +1437,7 @@ LEARNER_MISTAKES = {
 }
 LEARNER_MISTAKES.update(LEARNER_MISTAKES_02B)
 LEARNER_MISTAKES.update(LEARNER_MISTAKES_07)
-for task_id, more in LEARNER_MISTAKES_ATTENTION.items():
+for task_id, more in (*LEARNER_MISTAKES_ATTENTION.items(), *LEARNER_MISTAKES_06.items()):
     LEARNER_MISTAKES.setdefault(task_id, {}).update(more)
 
 # Other ways to make a catalogued mistake, which must get the same name.
@@ -1452,6 +1454,8 @@ VARIANTS = [
     ("05.straight_through", "nothing gets a gradient: the whole result is detached, or the two z terms still cancel "
      "(as in z + (z_q.detach() - z))", straight_only_z_q_detached),
 ]
+
+VARIANTS += VARIANTS_06
 
 FUNCTION_TASKS = [t for t in all_tasks() if isinstance(t, FunctionTask)]
 PLANTED = [(task_id, name, fn) for task_id, mistakes in LEARNER_MISTAKES.items() for name, fn in mistakes.items()]
@@ -1477,7 +1481,7 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
             assert "Hint: " in result.text() and "seed" in result.text()
 
 
-RIGHT_ANSWERS = RIGHT_ANSWERS_07 + RIGHT_ANSWERS_ATTENTION
+RIGHT_ANSWERS = RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07 + RIGHT_ANSWERS_ATTENTION
 
 
 @pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS])

@@ -38,6 +38,35 @@ def _softmax(z, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _softmax_min_shift(z, axis=-1):
+    e = np.exp(z - z.min(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_global_shift(z, axis=-1):
+    e = np.exp(z - z.max())
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_max_no_keepdims(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_sum_no_keepdims(z, axis=-1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis)
+
+
+def _log_softmax_with(shift):
+    """A log-softmax whose shift is ``shift(z)`` (``0``: no shift), written out as learners do."""
+    def log_softmax(z):
+        shifted = z - shift(z)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    return log_softmax
+
+
 def _onehot(targets, C) -> np.ndarray:
     return np.eye(C)[targets]  # (B, C)
 
@@ -51,18 +80,29 @@ def _targets(rng: np.random.Generator, B: int, C: int) -> np.ndarray:
 
 def _logit_cases(rng: np.random.Generator) -> list[Case]:
     """Logits ``(B, C)`` with ``B != C``, at three scales: ordinary, far apart (a probability that
-    underflows to 0: its log is -inf), and all near 10 000 (e^z overflows)."""
+    underflows to 0: its log is -inf), and all near 10 000 (e^z overflows); then two rows thousands apart
+    (a shift by the whole batch's maximum underflows one of them), a square batch (``B = C``: the one
+    shape on which a max or sum without ``keepdims`` runs, so it can be named), and one example alone
+    (as in the hidden tests)."""
     B, C = distinct(rng, 2, 3, 8)
     B2, C2 = distinct(rng, 2, 2, 7)
     spread = 1000 * rng.normal(size=(B2, C2))
     t2 = _targets(rng, B2, C2)
     spread[0, t2[0]] = spread[0].max() - 2000.0  # the correct class of example 0 is hopeless: p underflows
     B3 = int(rng.choice([n for n in (3, 5, 6) if n != C]))
+    apart = 3 * rng.normal(size=(2, C2)) + np.array([[1500.0], [-1500.0]])  # (2, C2)
+    t4 = _targets(rng, 2, C2)
+    apart[1, (t4[1] + 1) % C2] -= 1000.0  # a wide row (a shift by its minimum overflows), yet p_y is fine
     return [
         Case({"logits": 2 * rng.normal(size=(B, C)), "targets": _targets(rng, B, C)}),
         Case({"logits": spread, "targets": t2}, note="logits far apart, in the thousands"),
         Case({"logits": 1e4 + rng.normal(size=(B3, C)), "targets": _targets(rng, B3, C)},
              note="logits near 10 000"),
+        Case({"logits": apart, "targets": t4}, note="two examples whose logits are 3000 apart; one logit 1000 "
+                                                    "below the rest of its row, not the correct class"),
+        Case({"logits": 2 * rng.normal(size=(C, C)), "targets": _targets(rng, C, C)},
+             note="as many examples as classes"),
+        Case({"logits": 3 * rng.normal(size=(1, C2)), "targets": _targets(rng, 2, C2)[:1]}, note="one example"),
     ]
 
 
@@ -101,6 +141,22 @@ def _ce_over_batch(logits, targets):
 
 def _ce_over_classes_too(logits, targets):
     return -(_onehot(targets, logits.shape[1]) * reference.log_softmax(logits)).mean()
+
+
+def _ce_with(log_softmax):
+    def answer(logits, targets):
+        return -log_softmax(logits)[_rows(targets), targets].mean()
+
+    return answer
+
+
+def _ce_sum_no_keepdims(logits, targets):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return -(shifted - np.log(np.exp(shifted).sum(axis=-1)))[_rows(targets), targets].mean()
+
+
+def _ce_lse_no_shift(logits, targets):
+    return -(logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True)))[_rows(targets), targets].mean()
 
 
 def _ce_in_place(logits, targets):
@@ -165,6 +221,25 @@ CROSS_ENTROPY = FunctionTask(
         Mistake("averaged over the classes too: (onehot * log_p).mean() divides by B · C",
                 "only one entry per row is non-zero, so a mean over all B · C entries is C times too small: "
                 "sum over the classes, then average over the batch.", _ce_over_classes_too),
+        Mistake("log-sum-exp without the max shift: log(sum(e^z)) overflows to inf",
+                "z - log(sum(e^z)) is right on paper, but e^z is inf once z exceeds about 709: shift first, "
+                "z - z.max(axis=-1, keepdims=True), then take the log of the sum of exponentials.",
+                _ce_lse_no_shift),
+        Mistake("shifted by each row's minimum, not its maximum",
+                "the shift that keeps e^z finite is the MAXIMUM (every exponent then <= 0); with the minimum, "
+                "the other logits of a wide row still overflow.", _ce_with(_log_softmax_with(
+                    lambda z: z.min(axis=-1, keepdims=True)))),
+        Mistake("shifted by the largest logit of the whole batch, not of each row",
+                "z - z.max() uses one number for every example: an example whose logits are far below another's "
+                "underflows to e^z = 0 everywhere, and log 0 is -inf. Shift each row by its own maximum: "
+                "z.max(axis=-1, keepdims=True).", _ce_with(_log_softmax_with(lambda z: z.max()))),
+        Mistake("the max taken without keepdims=True: it broadcasts along the wrong axis",
+                "z.max(axis=-1) has shape (B,), which lines up with the classes axis of (B, C), not the rows "
+                "(it only runs when B = C): keep the axis, z.max(axis=-1, keepdims=True).",
+                _ce_with(_log_softmax_with(lambda z: z.max(axis=-1)))),
+        Mistake("the sum of exponentials taken without keepdims=True: it broadcasts along the wrong axis",
+                "np.exp(shifted).sum(axis=-1) has shape (B,), which lines up with the classes axis, not the rows "
+                "(it only runs when B = C): keep the axis, .sum(axis=-1, keepdims=True).", _ce_sum_no_keepdims),
         Mistake(IN_PLACE, "", _ce_in_place, in_place=True),
     ),
 )
@@ -242,6 +317,22 @@ def _grad_no_onehot(logits, targets):
     return _softmax(logits) / len(targets)
 
 
+def _grad_by_C(logits, targets):
+    return (_softmax(logits) - _onehot(targets, logits.shape[1])) / logits.shape[1]
+
+
+def _grad_correct_class_only(logits, targets):
+    onehot = _onehot(targets, logits.shape[1])
+    return onehot * (_softmax(logits) - 1) / len(targets)
+
+
+def _grad_with(softmax):
+    def answer(logits, targets):
+        return (softmax(logits) - _onehot(targets, logits.shape[1])) / len(targets)
+
+    return answer
+
+
 def _grad_in_place(logits, targets):
     logits -= logits.max(axis=-1, keepdims=True)
     p = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
@@ -303,6 +394,26 @@ CROSS_ENTROPY_GRADIENT = FunctionTask(
                 "subtract each row's maximum before np.exp: z - z.max(axis=-1, keepdims=True).", _grad_naive),
         Mistake("the one-hot is never subtracted: that is p / B",
                 "dL/dz = (p - onehot) / B: the correct class's entry is p_y - 1.", _grad_no_onehot),
+        Mistake("divided by the number of classes C, not by the batch size B",
+                "the loss averages over the B examples (the rows), so dL/dz = (p - onehot) / B with "
+                "B = logits.shape[0].", _grad_by_C),
+        Mistake("only the correct class's entry: the other classes' p is left out",
+                "every logit gets a gradient: raising a wrong class's logit raises the loss by its p. "
+                "dL/dz = (p - onehot) / B in every entry, p_y - 1 only at the correct class.",
+                _grad_correct_class_only),
+        Mistake("shifted by each row's minimum, not its maximum",
+                "the shift that keeps e^z finite is the MAXIMUM (every exponent then <= 0): "
+                "z - z.max(axis=-1, keepdims=True).", _grad_with(_softmax_min_shift)),
+        Mistake("shifted by the largest logit of the whole batch, not of each row",
+                "z - z.max() uses one number for every example: an example far below another underflows to "
+                "0 / 0. Shift each row by its own maximum: z.max(axis=-1, keepdims=True).",
+                _grad_with(_softmax_global_shift)),
+        Mistake("the max taken without keepdims=True: it broadcasts along the wrong axis",
+                "z.max(axis=-1) has shape (B,), which lines up with the classes axis of (B, C) (it only runs when "
+                "B = C): keep the axis, z.max(axis=-1, keepdims=True).", _grad_with(_softmax_max_no_keepdims)),
+        Mistake("the softmax's sum taken without keepdims=True: it broadcasts along the wrong axis",
+                "e.sum(axis=-1) has shape (B,), which lines up with the classes axis (it only runs when B = C): "
+                "keep the axis, e.sum(axis=-1, keepdims=True).", _grad_with(_softmax_sum_no_keepdims)),
         Mistake(IN_PLACE, "", _grad_in_place, in_place=True),
     ),
 )
@@ -399,6 +510,35 @@ def _aw_corrected_moments(param, grad, m, v, step, lr, beta1, beta2, eps, weight
     return new_param, m / (1 - beta1 ** step), v / (1 - beta2 ** step)
 
 
+def _aw_corrected(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, correct_m=True, correct_v=True,
+                  betas_swapped=False, v_uses_beta1=False, eps_outside=False, decay=True, correction="divide"):
+    """AdamW with one thing changed (the learner's slip named by the keyword)."""
+    b1, b2 = beta1, (beta1 if v_uses_beta1 else beta2)
+    if betas_swapped:
+        m, v = b1 * grad + (1 - b1) * m, b2 * grad ** 2 + (1 - b2) * v
+    else:
+        m, v = b1 * m + (1 - b1) * grad, b2 * v + (1 - b2) * grad ** 2
+    c1, c2 = (1 - beta1 ** step), (1 - b2 ** step)
+    if correction == "multiply":
+        m_hat, v_hat = m * c1, v * c2
+    elif correction == "power":
+        m_hat, v_hat = m / (1 - beta1) ** step, v / (1 - b2) ** step
+    else:
+        m_hat, v_hat = m / c1, v / c2
+    m_hat, v_hat = (m_hat if correct_m else m), (v_hat if correct_v else v)
+    decayed = param * (1 - lr * weight_decay) if decay else param
+    if eps_outside:
+        return decayed - lr * m_hat / np.sqrt(v_hat) + eps, m, v
+    return decayed - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def _aw_with(**slip):
+    def answer(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+        return _aw_corrected(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, **slip)
+
+    return answer
+
+
 def _aw_in_place(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     new_param, m_new, v_new = reference.adamw_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay)
     param -= param - new_param
@@ -477,6 +617,30 @@ ADAMW_STEP = FunctionTask(
         Mistake("returned the bias-corrected m_hat and v_hat as the new m and v",
                 "the correction is for this step's update only: keep m and v uncorrected, or the next step "
                 "corrects them twice.", _aw_corrected_moments),
+        Mistake("bias correction for m only: v used as it is",
+                "both moments start at 0 and both need their correction: v_hat = v / (1 - beta2 ** step) too.",
+                _aw_with(correct_v=False)),
+        Mistake("bias correction for v only: m used as it is",
+                "both moments start at 0 and both need their correction: m_hat = m / (1 - beta1 ** step) too.",
+                _aw_with(correct_m=False)),
+        Mistake("beta and 1 - beta swapped in the running means: beta1 * grad + (1 - beta1) * m",
+                "beta is how much of the OLD mean stays: m = beta1 * m + (1 - beta1) * grad, and likewise "
+                "v = beta2 * v + (1 - beta2) * grad ** 2.", _aw_with(betas_swapped=True)),
+        Mistake("v's running mean and correction use beta1, not beta2",
+                "each moment has its own beta: v = beta2 * v + (1 - beta2) * grad ** 2, corrected by "
+                "1 - beta2 ** step.", _aw_with(v_uses_beta1=True)),
+        Mistake("eps outside the fraction: ... / np.sqrt(v_hat) + eps adds eps to the parameter",
+                "operator precedence: lr * m_hat / np.sqrt(v_hat) + eps divides first and then adds eps. "
+                "Put the denominator in brackets: m_hat / (np.sqrt(v_hat) + eps).", _aw_with(eps_outside=True)),
+        Mistake("weight decay left out",
+                "AdamW also shrinks the weights on every step: param - lr * weight_decay * param, before the "
+                "Adam update.", _aw_with(decay=False)),
+        Mistake("bias correction multiplied instead of divided",
+                "m and v are too small early on (they start at 0): DIVIDE by (1 - beta1 ** step) and "
+                "(1 - beta2 ** step), which are below 1.", _aw_with(correction="multiply")),
+        Mistake("bias correction with (1 - beta) ** step instead of 1 - beta ** step",
+                "the power is on beta alone: 1 - beta1 ** step (Python's ** binds tighter than -, so write it "
+                "without brackets around 1 - beta1).", _aw_with(correction="power")),
         Mistake(IN_PLACE, "", _aw_in_place, in_place=True),
     ),
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crossmodal_edu.compare import to_numpy
 from crossmodal_edu.dalle import guidance as reference
 from crossmodal_edu.dalle.config import DecoderConfig
 from crossmodal_edu.dalle.decoder import DecoderBlock
@@ -62,16 +63,23 @@ def _random_block(rng: np.random.Generator, d: int, H: int) -> DecoderBlock:
 
 
 def _block_cases(rng: np.random.Generator) -> list[Case]:
+    """Captions padded at the end (one row padded, one fully real, as in the hidden test), and one case
+    whose masks have holes anywhere (the statement only says True = real word), each row with a real word."""
     cases = []
-    for note in ("padded captions", "other sizes"):
+    for note in ("padded captions, one of them fully real", "other sizes", "padding anywhere, not only at the end"):
         H = int(rng.choice([2, 3]))
         d = H * int(rng.choice([2, 3, 5]))
         B = int(rng.integers(2, 4))
-        T, L = distinct(rng, 2, 2, 7)
+        T, L = distinct(rng, 2, 3, 7)
         lengths = rng.integers(1, L + 1, size=B)
         lengths[0] = int(rng.integers(1, L))  # at least one padded word
+        lengths[-1] = L  # and one caption with every word real
+        mask = padding_mask(lengths, L)  # (B, L)
+        if note.startswith("padding anywhere"):
+            mask = rng.permuted(mask, axis=1)  # (B, L): the same number of real words per row, anywhere
+            mask[0, 0], mask[0, -1] = False, True  # a padded first word and a real last one
         cases.append(Case({"x": tensor(rng.normal(size=(B, T, d))), "context": tensor(rng.normal(size=(B, L, d))),
-                           "context_mask": torch.from_numpy(padding_mask(lengths, L)), "block": _random_block(rng, d, H)},
+                           "context_mask": torch.from_numpy(mask), "block": _random_block(rng, d, H)},
                           note=f"d_model = {d}, num_heads = {H}; {note}"))
     return cases
 
@@ -147,6 +155,45 @@ def _db_parallel(x, context, context_mask, block):
             + block.mlp(block.norm3(x)))
 
 
+def _db_norm_left_out(name):
+    def answer(x, context, context_mask, block):
+        norms = {"self": block.norm1, "cross": block.norm2, "mlp": block.norm3}
+        norms[name] = lambda h: h
+        return _sublayers(x, context, context_mask, block, norms=norms)
+
+    return answer
+
+
+def _db_norm1_everywhere(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, norms={"self": block.norm1, "cross": block.norm1,
+                                                              "mlp": block.norm1})
+
+
+def _db_norms_2_3_swapped(x, context, context_mask, block):
+    norms = {"self": block.norm1, "cross": block.norm3, "mlp": block.norm2}
+    return _sublayers(x, context, context_mask, block, norms=norms)
+
+
+def _db_no_residual_self(x, context, context_mask, block):
+    x = block.self_attention(block.norm1(x))
+    x = x + block.cross_attention(block.norm2(x), context, context_mask)
+    return x + block.mlp(block.norm3(x))
+
+
+def _db_no_residual_mlp(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    x = x + block.cross_attention(block.norm2(x), context, context_mask)
+    return block.mlp(block.norm3(x))
+
+
+def _db_mask_inverted(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, cross_input=lambda n, c, m, b: (n, c, ~m))
+
+
+def _db_mlp_before_cross(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, order=("self", "mlp", "cross"))
+
+
 def _db_in_place(x, context, context_mask, block):
     x += block.self_attention(block.norm1(x))
     x += block.cross_attention(block.norm2(x), context, context_mask)
@@ -217,6 +264,32 @@ DECODER_BLOCK = FunctionTask(
         Mistake("parallel sub-layers: all three read the block's input x",
                 "the sub-layers run one after the other: the cross-attention reads x after the self-attention "
                 "has added to it, and the MLP reads x after both.", _db_parallel),
+        Mistake("no LayerNorm before the self-attention: norm1 left out",
+                "pre-norm means every sub-layer reads a normalised copy of the stream: "
+                "x = x + block.self_attention(block.norm1(x)).", _db_norm_left_out("self")),
+        Mistake("no LayerNorm before the cross-attention: norm2 left out",
+                "the queries come from a normalised copy of the stream: "
+                "block.cross_attention(block.norm2(x), context, context_mask).", _db_norm_left_out("cross")),
+        Mistake("no LayerNorm before the MLP: norm3 left out",
+                "the MLP reads a normalised copy of the stream too: x = x + block.mlp(block.norm3(x)).",
+                _db_norm_left_out("mlp")),
+        Mistake("one LayerNorm (norm1) before every sub-layer",
+                "each sub-layer has its own LayerNorm, with its own scale and shift: norm1 before the "
+                "self-attention, norm2 before the cross-attention, norm3 before the MLP.", _db_norm1_everywhere),
+        Mistake("norm2 and norm3 swapped",
+                "each sub-layer has its own LayerNorm: norm2 before the cross-attention, norm3 before the MLP.",
+                _db_norms_2_3_swapped),
+        Mistake("no residual around the self-attention: its output replaced x",
+                "add the update to the stream: x = x + block.self_attention(block.norm1(x)); replacing x throws "
+                "away the image tokens themselves.", _db_no_residual_self),
+        Mistake("no residual around the MLP: its output replaced x",
+                "add the MLP's update to the stream too: return x + block.mlp(block.norm3(x)).", _db_no_residual_mlp),
+        Mistake("the padding mask inverted: image tokens read only the padding words",
+                "context_mask is True for REAL words, as the cross-attention expects: pass it as it comes, "
+                "without ~ (a fully real caption then has no key left to read).", _db_mask_inverted),
+        Mistake("the MLP before the cross-attention",
+                "the order in this decoder is self-attention (norm1), cross-attention (norm2), MLP (norm3).",
+                _db_mlp_before_cross),
         Mistake(IN_PLACE, "", _db_in_place, in_place=True),
     ),
     rtol=1e-7,
@@ -237,12 +310,18 @@ def teacher_forcing_reference(image_tokens: torch.Tensor, start_id: int) -> tupl
 
 
 def _forcing_cases(rng: np.random.Generator) -> list[Case]:
+    """Codes ``0..K-1`` with ``start_id = K``, or a ``start_id`` above ``K`` (a vocabulary with other special
+    ids: the statement only says codes are below start_id); and one image alone (B = 1), as in the hidden test."""
     cases = []
-    for note in ("a batch of images", "other sizes"):
+    for note, extra in (("a batch of images", 0), ("other sizes, start_id above the codebook", 3)):
         B, N = distinct(rng, 2, 2, 8)
         K = int(rng.integers(5, 20))
-        cases.append(Case({"image_tokens": torch.from_numpy(rng.integers(0, K, size=(B, N)))}, {"start_id": K},
-                          note=f"codebook of {K} codes, start_id = {K}; {note}"))
+        start_id = K + int(rng.integers(1, 4)) * (extra > 0)
+        cases.append(Case({"image_tokens": torch.from_numpy(rng.integers(0, K, size=(B, N)))}, {"start_id": start_id},
+                          note=f"codebook of {K} codes, start_id = {start_id}; {note}"))
+    K, N = int(rng.integers(5, 20)), int(rng.choice([3, 5, 6]))
+    cases.append(Case({"image_tokens": torch.from_numpy(rng.integers(0, K, size=(1, N)))}, {"start_id": K},
+                      note=f"codebook of {K} codes, start_id = {K}; one image"))
     return cases
 
 
@@ -277,6 +356,24 @@ def _tf_targets_shifted_too(image_tokens, start_id):
 
 def _tf_last_target_dropped(image_tokens, start_id):
     return torch.cat([_start(image_tokens, start_id), image_tokens[:, :-1]], dim=1), image_tokens[:, :-1].clone()
+
+
+def _tf_start_over_first(image_tokens, start_id):
+    return torch.cat([_start(image_tokens, start_id), image_tokens[:, 1:]], dim=1), image_tokens.clone()
+
+
+def _tf_start_at_the_end(image_tokens, start_id):
+    return torch.cat([image_tokens[:, :-1], _start(image_tokens, start_id)], dim=1), image_tokens.clone()
+
+
+def _tf_rolled(image_tokens, start_id):
+    return torch.roll(image_tokens, 1, dims=1), image_tokens.clone()
+
+
+def _tf_batch_axis(image_tokens, start_id):
+    inputs = torch.roll(image_tokens, 1, dims=0)
+    inputs[:, 0] = start_id
+    return inputs, image_tokens.clone()
 
 
 def _tf_in_place(image_tokens, start_id):
@@ -340,6 +437,18 @@ TEACHER_FORCING = FunctionTask(
         Mistake("the last token dropped from the targets too: it is never trained",
                 "targets are all N image tokens, image_tokens itself; only the inputs lose their last one.",
                 _tf_last_target_dropped),
+        Mistake("<start> replaced the first token: inputs = <start>, image_tokens[:, 1:]",
+                "then position i >= 1 sees token i, the one it is graded on. Shift everything one step: "
+                "<start> then image_tokens[:, :-1], dropping the LAST token.", _tf_start_over_first),
+        Mistake("<start> put at the end: inputs = image_tokens[:, :-1], then <start>",
+                "<start> comes FIRST, so that position i reads token i - 1: "
+                "inputs = cat([start_id column, image_tokens[:, :-1]], dim=1).", _tf_start_at_the_end),
+        Mistake("rolled without a <start>: the last token wrapped around to the front",
+                "torch.roll moves the last token to position 0, so position 0 sees the image's end. Put start_id "
+                "at position 0 instead (or build the inputs with torch.cat).", _tf_rolled),
+        Mistake("shifted along the batch axis: each image gets the previous image's tokens",
+                "the shift is along the sequence, dim 1 of (B, N): every image keeps its own tokens, one step later.",
+                _tf_batch_axis),
         Mistake(IN_PLACE, "", _tf_in_place, in_place=True),
     ),
     rtol=0.0,
@@ -370,10 +479,10 @@ def drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id=0):
     return torch.where(keep, text_tokens, null_tokens), torch.where(keep, context_mask, null_mask)
 
 
-def _caption_case(rng, B, Lk, vocab, drop, note):
-    """``B`` captions padded to ``Lk``. Of the dropped ones (if any), one fills its row, so that nothing
-    of the old caption hides behind padding, and another (if there are two) is padded, so that a mask
-    set all True differs from the old one."""
+def _caption_case(rng, B, Lk, vocab, drop, pad_id, note):
+    """``B`` captions padded to ``Lk`` with ``pad_id`` (``None``: the default, 0, left out of the call). Of
+    the dropped ones (if any), one fills its row, so that nothing of the old caption hides behind padding,
+    and another (if there are two) is padded, so that a mask set all True differs from the old one."""
     lengths = rng.integers(1, Lk + 1, size=B)
     dropped = rng.permutation(np.flatnonzero(drop))
     if len(dropped) > 0:
@@ -381,20 +490,28 @@ def _caption_case(rng, B, Lk, vocab, drop, note):
     if len(dropped) > 1:
         lengths[dropped[1]] = rng.integers(1, Lk)
     mask = padding_mask(lengths, Lk)  # (B, Lk)
-    tokens = np.where(mask, rng.integers(1, vocab, size=(B, Lk)), 0)  # (B, Lk), pad_id 0
+    words = np.array([t for t in range(vocab) if t != (pad_id or 0)])  # the real words: every id but pad_id
+    tokens = np.where(mask, rng.choice(words, size=(B, Lk)), pad_id or 0)  # (B, Lk)
+    options = {"null_id": vocab} if pad_id is None else {"null_id": vocab, "pad_id": pad_id}
     return Case({"text_tokens": torch.from_numpy(tokens.astype(np.int64)), "context_mask": torch.from_numpy(mask),
-                 "drop": torch.from_numpy(drop)}, {"null_id": vocab, "pad_id": 0}, note=note)
+                 "drop": torch.from_numpy(drop)}, options,
+                note=f"{note}; pad_id = {pad_id or 0}" + (" (the default)" if pad_id is None else ""))
 
 
 def _caption_cases(rng: np.random.Generator) -> list[Case]:
+    """pad_id is not always 0 (the hidden test pads with 1), and the default is used once; one caption alone,
+    dropped, with every word real, as in the hidden test."""
     cases = []
-    for note in ("some captions dropped", "other sizes"):
+    for note, pad_id in (("some captions dropped", int(rng.integers(1, 6))), ("other sizes", 0)):
         B, Lk = distinct(rng, 2, 3, 8)
         drop = rng.random(B) < 0.5
         drop[rng.choice(B, size=3, replace=False)] = [True, True, False]  # two dropped, one kept, at least
-        cases.append(_caption_case(rng, B, Lk, int(rng.integers(10, 30)), drop, note))
+        cases.append(_caption_case(rng, B, Lk, int(rng.integers(10, 30)), drop, pad_id, note))
     B, Lk = distinct(rng, 2, 2, 7)
-    cases.append(_caption_case(rng, B, Lk, int(rng.integers(10, 30)), np.zeros(B, bool), "nothing dropped"))
+    cases.append(_caption_case(rng, B, Lk, int(rng.integers(10, 30)), np.zeros(B, bool), None, "nothing dropped"))
+    Lk = int(rng.choice([3, 5, 6]))
+    cases.append(_caption_case(rng, 1, Lk, int(rng.integers(10, 30)), np.ones(1, bool), int(rng.integers(1, 6)),
+                               "one caption, dropped"))
     return cases
 
 
@@ -433,6 +550,27 @@ def _drop_pads_only(text_tokens, context_mask, drop, null_id, pad_id=0):
     return torch.where(drop[:, None], torch.full_like(text_tokens, pad_id), text_tokens), mask
 
 
+def _drop_padded_with_0(text_tokens, context_mask, drop, null_id, pad_id=0):
+    return drop_captions_reference(text_tokens, context_mask, drop, null_id, 0)
+
+
+def _drop_all_null(text_tokens, context_mask, drop, null_id, pad_id=0):
+    return drop_captions_reference(text_tokens, context_mask, drop, null_id, null_id)
+
+
+def _drop_ids_swapped(text_tokens, context_mask, drop, null_id, pad_id=0):
+    return drop_captions_reference(text_tokens, context_mask, drop, pad_id, null_id)
+
+
+def _drop_mask_only(text_tokens, context_mask, drop, null_id, pad_id=0):
+    _, mask = drop_captions_reference(text_tokens, context_mask, drop, null_id, pad_id)
+    return text_tokens.clone(), mask
+
+
+def _drop_everything(text_tokens, context_mask, drop, null_id, pad_id=0):
+    return drop_captions_reference(text_tokens, context_mask, torch.ones_like(drop), null_id, pad_id)
+
+
 def _drop_in_place(text_tokens, context_mask, drop, null_id, pad_id=0):
     text_tokens[drop] = pad_id
     text_tokens[drop, 0] = null_id
@@ -461,7 +599,7 @@ def _kept_unchanged(fn, case, outputs):
 
 def _dropped_is_null(fn, case, outputs):
     drop = case.inputs["drop"].numpy()
-    null_id, pad_id = case.options["null_id"], case.options["pad_id"]
+    null_id, pad_id = case.options["null_id"], case.options.get("pad_id", 0)
     Lk = outputs[0].shape[-1]
     want_tokens = np.full(Lk, pad_id)
     want_tokens[0] = null_id
@@ -511,6 +649,20 @@ DROP_CAPTIONS = FunctionTask(
         Mistake("replaced by padding only: no null token",
                 "the first token of a dropped caption is null_id, a learned token that stands for 'no caption'.",
                 _drop_pads_only),
+        Mistake("the null caption padded with 0, not with pad_id",
+                "pad_id is an argument because a tokenizer may pad with any id: fill the null caption with "
+                "pad_id itself (torch.full_like(text_tokens, pad_id)), not with zeros.", _drop_padded_with_0),
+        Mistake("the null caption is null_id everywhere: its padding is null_id too",
+                "only the first token is null_id; the rest of a null caption is padding, pad_id.", _drop_all_null),
+        Mistake("null_id and pad_id swapped: the null caption is [pad_id, null_id, ...]",
+                "a null caption starts with the null token and is padded after it: [null_id, pad_id, ..., pad_id].",
+                _drop_ids_swapped),
+        Mistake("only the mask fixed: the dropped captions' words are still there",
+                "with mask [True, False, ...] the first WORD of the old caption is read as if it meant 'no "
+                "caption': replace the tokens too, by [null_id, pad_id, ..., pad_id].", _drop_mask_only),
+        Mistake("every caption replaced by the null caption, dropped or not",
+                "replace only the rows where drop is True (torch.where(drop[:, None], null, caption)); the others "
+                "come back as they were.", _drop_everything),
         Mistake(IN_PLACE, "", _drop_in_place, in_place=True),
     ),
     planted="dropped captions by masking all their words: a row with nothing to attend to",
@@ -564,6 +716,24 @@ def _cfg_probabilities(cond_logits, uncond_logits, scale):
     return p_uncond + scale * (p_cond - p_uncond)
 
 
+def _cfg_scale_minus_one(cond_logits, uncond_logits, scale):
+    return uncond_logits + (scale - 1) * (cond_logits - uncond_logits)
+
+
+def _cfg_log_softmax_first(cond_logits, uncond_logits, scale):
+    cond, uncond = cond_logits.log_softmax(-1), uncond_logits.log_softmax(-1)
+    return uncond + scale * (cond - uncond)
+
+
+def _cfg_softmax_after(cond_logits, uncond_logits, scale):
+    return (uncond_logits + scale * (cond_logits - uncond_logits)).softmax(-1)
+
+
+def _cfg_in_place(cond_logits, uncond_logits, scale):
+    uncond_logits += scale * (cond_logits - uncond_logits)
+    return uncond_logits
+
+
 def _at_scale(scale: float, expected: str):
     def test(fn, case, outputs):
         (cond, uncond), _ = case.fresh()
@@ -611,6 +781,16 @@ GUIDANCE = FunctionTask(
         Mistake("combined the probabilities, not the logits",
                 "guidance works on logits (log-probabilities up to a constant); mixing softmaxed probabilities "
                 "gives negative numbers for s > 1. Combine the logits themselves.", _cfg_probabilities),
+        Mistake("uncond + (s - 1) · (cond - uncond): that is guidance with scale s - 1",
+                "with this course's scale, s = 1 must give the conditional logits and s = 0 the unconditional "
+                "ones: uncond + s · (cond - uncond).", _cfg_scale_minus_one),
+        Mistake("log_softmax taken first: right up to a constant per row, but not the logits asked for",
+                "the guided logits are built from the logits themselves: uncond + s · (cond - uncond), without "
+                "normalising either first (the sampler's softmax does that later).", _cfg_log_softmax_first),
+        Mistake("returned probabilities: a softmax of the guided logits",
+                "return the guided LOGITS, (..., V); the sampler applies the temperature, top-k and softmax after.",
+                _cfg_softmax_after),
+        Mistake(IN_PLACE, "", _cfg_in_place, in_place=True),
     ),
 )
 
@@ -619,11 +799,62 @@ GUIDANCE = FunctionTask(
 # ---------------------------------------------------------------------------------------------
 
 
+def _ties_sorted(fn):
+    """The harness of the tasks whose right answer is one of several when logits tie (06.top_k,
+    06.sampling_probs): ``fn``'s output with its values sorted (largest first) within each group of equal
+    logits of a row, so that every right way to break a tie gives the same canonical output. Keeping
+    *which* of two equal logits is no mistake; keeping both where only one may stay still is. An output
+    of another shape or kind comes back as it is, for the judge to describe."""
+
+    def run(logits, *args, **options):
+        key = to_numpy(logits).astype(np.float64)  # (..., V), read before the call: it may change its input
+        out = fn(logits, *args, **options)
+        try:
+            got = to_numpy(out)
+        except Exception:
+            return out
+        if got.shape != key.shape or got.dtype.kind not in "biuf" or key.ndim == 0:
+            return out
+        return _sorted_within_ties(key, got.astype(np.float64))
+
+    return run
+
+
+def _sorted_within_ties(key: np.ndarray, values: np.ndarray) -> np.ndarray:
+    rows, V = key.reshape(-1, key.shape[-1]), key.shape[-1]
+    out = values.reshape(-1, V).copy()  # (rows, V)
+    for r, row in enumerate(rows):
+        _, group, counts = np.unique(row, return_inverse=True, return_counts=True)
+        for g in np.flatnonzero(counts > 1):
+            places = np.flatnonzero(group.reshape(-1) == g)
+            out[r, places] = np.sort(out[r, places])[::-1]
+    return out.reshape(values.shape)
+
+
+def _tied_logits(rng: np.random.Generator, B: int, V: int, k: int, whole_tensor: bool = True) -> np.ndarray:
+    """``(B, V)`` logits in which every row's k-th and (k + 1)-th largest are equal, and no other two
+    entries of the tensor are: so keeping the tie is the only difference a tie makes, and the mistakes
+    whose cut falls elsewhere (k - 1, k + 1, the k smallest, and with ``whole_tensor`` the whole
+    tensor's top k) see no tie."""
+    while True:
+        rows = []
+        for b in range(B):
+            values = np.sort(rng.choice(np.arange(-48, 48), size=V, replace=False) / 4 + b / 64)[::-1]  # (V,)
+            values[k] = values[k - 1]
+            rows.append(rng.permutation(values))
+        logits = np.stack(rows)  # (B, V)
+        flat = np.sort(logits.reshape(-1))[::-1]
+        if not whole_tensor or flat[k - 1] != flat[k]:  # the whole tensor's k-th largest is not tied
+            return logits
+
+
 def _top_k_cases(rng: np.random.Generator) -> list[Case]:
     L, V = int(rng.integers(2, 6)), int(rng.integers(6, 13))  # L < V
     B2, V2 = int(rng.integers(2, 5)), int(rng.integers(5, 12))  # B2 < V2
     n = int(rng.integers(5, 9))
     V4 = int(rng.integers(5, 12))
+    k5 = int(rng.integers(2, 5))
+    B5, V5 = int(rng.choice([b for b in (2, 3) if b != k5] or [2])), 2 * k5 + int(rng.integers(1, 4))
     normal = rng.normal
     return [
         Case({"logits": tensor(2.0 * normal(size=(2, L, V)))}, {"k": int(rng.integers(2, V - 1))},
@@ -633,6 +864,9 @@ def _top_k_cases(rng: np.random.Generator) -> list[Case]:
         Case({"logits": tensor(2.0 * normal(size=(n, n)))}, {"k": int(rng.integers(2, n - 1))},
              note="a square matrix"),
         Case({"logits": tensor(2.0 * normal(size=V4))}, {"k": int(rng.integers(2, V4 - 1))}, note="one row"),
+        # Either of the two tied logits may stay (the harness accepts both), but only one of them.
+        Case({"logits": tensor(_tied_logits(rng, B5, V5, k5))}, {"k": k5},
+             note=f"ties: in every row the {k5}-th and {k5 + 1}-th largest logits are equal"),
     ]
 
 
@@ -678,6 +912,42 @@ def _tk_dim0(logits, k):
 def _tk_whole_tensor(logits, k):
     top = torch.topk(logits.reshape(-1), k)
     return torch.full_like(logits, NEG_INF).reshape(-1).scatter(0, top.indices, top.values).reshape(logits.shape)
+
+
+def _tk_ties_kept(logits, k):
+    return _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:])
+
+
+def _scattered(logits, k, fill):
+    top = torch.topk(logits, k, dim=-1)
+    return torch.full_like(logits, fill).scatter(-1, top.indices, top.values)
+
+
+def _tk_scattered_into_zeros(logits, k):
+    return _scattered(logits, k, 0.0)
+
+
+def _tk_scattered_into_large_negative(logits, k):
+    return _scattered(logits, k, -1e9)
+
+
+def _tk_values_only(logits, k):
+    return torch.topk(logits, k, dim=-1).values
+
+
+def _tk_sorted(logits, k):
+    values = torch.sort(logits, dim=-1, descending=True).values
+    values[..., k:] = NEG_INF
+    return values
+
+
+def _tk_dim1(logits, k):
+    top = torch.topk(logits, k, dim=1)
+    return torch.full_like(logits, NEG_INF).scatter(1, top.indices, top.values)
+
+
+def _tk_kthvalue_smallest(logits, k):
+    return _keep_from(logits, torch.kthvalue(logits, k, dim=-1, keepdim=True).values)
 
 
 def _tk_in_place(logits, k):
@@ -728,15 +998,20 @@ TOP_K = FunctionTask(
         Property("exactly k logits of each row must be kept (the rest -inf)", _k_kept),
         Property("the kept logits must be the k largest of their row, unchanged", _largest_unchanged),
     ),
+    harness=_ties_sorted,
     mistakes=(
+        Mistake("kept every logit tied with the k-th largest: more than k in a row with ties",
+                "logits >= the k-th largest (or masking logits < it) keeps all the ties, and then more than k "
+                "tokens can be drawn. Keep exactly k positions: the indices that torch.topk(logits, k, dim=-1) "
+                "returns, scattered into a tensor of -inf (any k of the tied ones is right).", _tk_ties_kept),
         Mistake("kept the k smallest logits",
                 "keep the k LARGEST: torch.topk(logits, k, dim=-1) returns them (largest=True by default).",
                 _tk_smallest),
         Mistake("kept k + 1 logits per row (off by one)",
                 "the k-th largest is torch.topk(logits, k, dim=-1).values[..., -1:], index k - 1 of the sorted "
-                "values; keep logits >= it.", _tk_k_plus_one),
+                "values, not index k.", _tk_k_plus_one),
         Mistake("kept k - 1 logits per row (off by one)",
-                "keep the logits >= the k-th largest, not > it: the k-th itself stays.", _tk_k_minus_one),
+                "the k-th largest itself stays: a cut with > (or masking <=) drops it.", _tk_k_minus_one),
         Mistake("set the others to 0 instead of -inf",
                 "a logit of 0 still has probability e^0 / Σ e^ℓ > 0 after the softmax; -inf gives exactly 0: "
                 "float('-inf').", _tk_zeros),
@@ -755,6 +1030,24 @@ TOP_K = FunctionTask(
         Mistake("kept the k largest of the whole tensor, not of each row",
                 "every row (every position of every image) gets its own k: topk along dim=-1, no flattening.",
                 _tk_whole_tensor),
+        Mistake("scattered the top k into a tensor of zeros, not of -inf",
+                "a logit of 0 still has probability e^0 / Σ e^ℓ > 0 after the softmax: start from "
+                "torch.full_like(logits, float('-inf')).", _tk_scattered_into_zeros),
+        Mistake("scattered the top k into a tensor of -1e9 (a large negative number), not of -inf",
+                "-1e9 almost works, but the dropped logits stay finite and their probability is tiny, not exactly "
+                "0: start from torch.full_like(logits, float('-inf')).", _tk_scattered_into_large_negative),
+        Mistake("returned the k largest values themselves, (..., k), not the filtered logits (..., V)",
+                "the sampler needs one logit per token of the vocabulary: keep the shape (..., V), with the k "
+                "largest where they were and -inf elsewhere.", _tk_values_only),
+        Mistake("returned the row sorted: the kept logits are no longer at their tokens' places",
+                "position j of a row is token j: keep every logit where it is, and set the others to -inf "
+                "(torch.topk's indices say where the k largest are).", _tk_sorted),
+        Mistake("torch.kthvalue(logits, k) is the k-th SMALLEST: kept all but the k - 1 smallest",
+                "kthvalue counts from the bottom: the k-th largest of V logits is torch.kthvalue(logits, V - k + 1, "
+                "dim=-1), and with ties a threshold keeps them all; torch.topk(logits, k, dim=-1) gives the k "
+                "largest directly.", _tk_kthvalue_smallest),
+        Mistake("top k over dim=1: right for (B, V) logits only",
+                "the vocabulary is the LAST axis whatever the shape, (B, V) or (B, L, V): dim=-1.", _tk_dim1),
         Mistake(IN_PLACE, "", _tk_in_place, in_place=True),
     ),
 )
@@ -774,19 +1067,34 @@ def sampling_probs_reference(logits: torch.Tensor, temperature: float = 1.0, top
 
 
 def _sampling_cases(rng: np.random.Generator) -> list[Case]:
-    def logits():
-        B, V = int(rng.integers(2, 5)), int(rng.integers(6, 13))
-        return tensor(2.0 * rng.normal(size=(B, V))), V
+    """Temperatures below and above 1 with and without top-k, greedy, the defaults (left out of the call,
+    as the hidden test leaves top_k out), logits already -inf, a low temperature on large logits (where
+    ``logits / T`` is in the thousands), and ties at the k-th largest and at the maximum (any of the tied
+    tokens may be the one kept: the harness accepts each)."""
+    def logits(B=None, scale=2.0):
+        B, V = int(rng.integers(2, 5)) if B is None else B, int(rng.integers(6, 13))
+        return tensor(scale * rng.normal(size=(B, V))), V
 
-    (l1, V1), (l2, _), (l3, V3), (l4, V4) = logits(), logits(), logits(), logits()
+    (l1, V1), (l2, _), (l3, V3), (l4, V4), (l5, _), (l6, V6) = (logits(), logits(), logits(), logits(), logits(1),
+                                                                   logits(scale=40.0))
     cool, warm = round(float(rng.uniform(0.3, 0.8)), 2), round(float(rng.uniform(1.5, 3.0)), 2)
+    l2[0, rng.choice(l2.shape[1], size=2, replace=False)] = NEG_INF  # tokens ruled out before (a guided -inf)
+    k7 = int(rng.integers(2, 4))
+    tied = tensor(_tied_logits(rng, int(rng.integers(2, 4)), 2 * k7 + int(rng.integers(1, 4)), k7))
+    tied_max = tensor(_tied_logits(rng, int(rng.integers(2, 4)), int(rng.integers(5, 9)), 1, whole_tensor=False))
     return [
         Case({"logits": l1}, {"temperature": cool, "top_k": int(rng.integers(2, V1 - 2))},
              note="below 1: sharper"),
-        Case({"logits": l2}, {"temperature": warm, "top_k": None}, note="above 1: flatter; no top-k"),
+        Case({"logits": l2}, {"temperature": warm, "top_k": None}, note="above 1: flatter; no top-k; two logits -inf"),
         Case({"logits": l3}, {"temperature": 0.0, "top_k": int(rng.integers(2, V3 - 2))}, note="greedy"),
         Case({"logits": l4}, {"temperature": round(float(rng.uniform(1.5, 3.0)), 2),
                               "top_k": int(rng.integers(2, V4 - 2))}, note="above 1, with top-k"),
+        Case({"logits": l5}, note="one row; temperature and top_k left at their defaults (1.0 and None)"),
+        Case({"logits": l6}, {"temperature": 0.02, "top_k": int(rng.integers(2, V6 - 2))},
+             note="large logits at a low temperature: logits / T in the thousands"),
+        Case({"logits": tied}, {"temperature": round(float(rng.uniform(0.4, 0.9)), 2), "top_k": k7},
+             note=f"ties: the {k7}-th and {k7 + 1}-th largest logits of every row are equal"),
+        Case({"logits": tied_max}, {"temperature": 0.0}, note="greedy, with the two largest logits of every row equal"),
     ]
 
 
@@ -838,9 +1146,76 @@ def _sp_batch_axis(logits, temperature=1.0, top_k=None):
     return torch.softmax(reference.top_k_filter(logits, top_k) / temperature, dim=0)
 
 
+def _ties_kept_filter(logits, k):
+    """A learner's top-k filter that keeps every logit tied with the k-th largest (``logits >= kth``)."""
+    return logits if k is None else _keep_from(logits, torch.topk(logits, k, dim=-1).values[..., -1:])
+
+
+def _sp_ties_kept(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(_ties_kept_filter(logits, top_k) / temperature, dim=-1)
+
+
+def _sp_multiplied_ties_kept(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(_ties_kept_filter(logits, top_k) * temperature, dim=-1)
+
+
+def _sp_after_softmax_ties_kept(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(_ties_kept_filter(logits, top_k), dim=-1) / temperature
+
+
+def _sp_batch_axis_ties_kept(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.softmax(_ties_kept_filter(logits, top_k) / temperature, dim=0)
+
+
+def _sp_top_k_on_probs_exactly_k(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_k is None:
+        return probs
+    top = torch.topk(probs, top_k, dim=-1)
+    return torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+
+
+def _sp_greedy_split(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        top = (logits == logits.max(-1, keepdim=True).values).to(logits.dtype)
+        return top / top.sum(-1, keepdim=True)
+    return sampling_probs_reference(logits, temperature, top_k)
+
+
+def _sp_greedy_every_max(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return (logits == logits.max(-1, keepdim=True).values).to(logits.dtype)
+    return sampling_probs_reference(logits, temperature, top_k)
+
+
+def _sp_by_hand(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    e = torch.exp(reference.top_k_filter(logits, top_k) / temperature)
+    return e / e.sum(-1, keepdim=True)
+
+
+def _sp_shifted_by_min(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    scaled = reference.top_k_filter(logits, top_k) / temperature
+    e = torch.exp(scaled - scaled.min(-1, keepdim=True).values)
+    return e / e.sum(-1, keepdim=True)
+
+
 def _outside_top_k_zero(fn, case, outputs):
-    k = case.options["top_k"]
-    if k is None or case.options["temperature"] == 0:
+    k = case.options.get("top_k")
+    if k is None or case.options.get("temperature", 1.0) == 0:
         return None
     logits = case.inputs["logits"].numpy()
     kth = np.sort(logits, axis=-1)[..., -k][..., None]
@@ -851,7 +1226,7 @@ def _outside_top_k_zero(fn, case, outputs):
 
 
 def _greedy_is_argmax(fn, case, outputs):
-    if case.options["temperature"] != 0:
+    if case.options.get("temperature", 1.0) != 0:
         return None
     logits = case.inputs["logits"].numpy()
     on_argmax = np.take_along_axis(outputs[0], logits.argmax(-1)[:, None], axis=-1)[:, 0]
@@ -871,6 +1246,7 @@ SAMPLING_PROBS = FunctionTask(
     cases=_sampling_cases,
     reference=sampling_probs_reference,
     outputs=("probs",),
+    harness=_ties_sorted,
     properties=(
         has_shapes(lambda c: (tuple(c.inputs["logits"].shape),), "(B, V), that of the logits"),
         finite(0, "probs"),
@@ -900,6 +1276,36 @@ SAMPLING_PROBS = FunctionTask(
                 "-inf BEFORE the softmax.", _sp_top_k_on_probs),
         Mistake("softmax over the batch axis, not the vocabulary",
                 "each row is one token's distribution over the vocabulary: softmax(..., dim=-1).", _sp_batch_axis),
+        Mistake("top-k kept every logit tied with the k-th largest: more than top_k tokens can be drawn",
+                "masking logits < the k-th largest keeps all the ties: keep exactly top_k positions per row, "
+                "the indices torch.topk returns (your top_k_filter from the task before, if it passes).",
+                _sp_ties_kept),
+        Mistake("multiplied the logits by the temperature instead of dividing (and top-k kept every tie with the "
+                "k-th largest)",
+                "p = softmax(ℓ / T): divide. Then check your top-k on tied logits: it must keep exactly top_k "
+                "per row.", _sp_multiplied_ties_kept),
+        Mistake("temperature applied after the softmax (and top-k kept every tie with the k-th largest)",
+                "divide the logits by T, then take the softmax. Then check your top-k on tied logits: it must "
+                "keep exactly top_k per row.", _sp_after_softmax_ties_kept),
+        Mistake("softmax over the batch axis, not the vocabulary (and top-k kept every tie with the k-th largest)",
+                "softmax(..., dim=-1), over each row's vocabulary. Then check your top-k on tied logits: it must "
+                "keep exactly top_k per row.", _sp_batch_axis_ties_kept),
+        Mistake("top-k applied to the probabilities (the top k of them scattered into zeros) without renormalising",
+                "zeroing probabilities leaves rows that sum to less than 1: set the logits outside the top k to "
+                "-inf BEFORE the softmax.", _sp_top_k_on_probs_exactly_k),
+        Mistake("softmax written out without subtracting the max: e^(ℓ / T) overflows at a low temperature",
+                "ℓ / T reaches the thousands when T is small, and e^1000 is inf in float64: subtract each row's "
+                "maximum first, or use torch.softmax(..., dim=-1), which does.", _sp_by_hand),
+        Mistake("softmax shifted by the row's minimum, not its maximum",
+                "the shift that keeps e^x finite is the MAXIMUM (every exponent <= 0); the minimum is -inf for a "
+                "token ruled out, and makes the others overflow: use torch.softmax(..., dim=-1).",
+                _sp_shifted_by_min),
+        Mistake("greedy split between tied largest logits: greedy decoding picks one token",
+                "at temperature 0 the row is one-hot even when two logits are equal: "
+                "torch.nn.functional.one_hot(logits.argmax(-1), V) picks one of them.", _sp_greedy_split),
+        Mistake("greedy gave probability 1 to every largest logit: with a tie the row sums to 2",
+                "(logits == max) is True for every tied maximum: use one_hot(logits.argmax(-1), V), which picks "
+                "one.", _sp_greedy_every_max),
     ),
     rtol=1e-5,
     atol=1e-8,
