@@ -174,3 +174,24 @@ def test_a_wrong_prediction_is_told_which_way_it_is_off():
     assert "sign" in judge(task, -8.0).text()
     shape = get_task("02.weights_shape")  # (2, 4, 64, 9)
     assert "axis 2 is not" in judge(shape, (2, 4, 63, 9)).text()
+
+
+def test_token_ids_returned_as_floats_fail_though_their_values_are_right():
+    def teacher_forcing_floats(image_tokens, start_id):
+        start = torch.full((image_tokens.shape[0], 1), float(start_id))
+        return torch.cat([start, image_tokens[:, :-1].float()], dim=1), image_tokens.float()
+
+    result = judge(get_task("06.teacher_forcing"), teacher_forcing_floats, 0)
+    assert result.status == FAILED and "holds floats, but it should hold integers" in result.text()
+
+
+def test_an_untouched_fix_the_bug_task_is_not_attempted_even_with_the_learners_broken_softmax():
+    namespace = {"np": np}
+    exec(  # a softmax without its max shift (task 1), and the masked attention as the exercise gives it
+        "def softmax(z, axis=-1):\n"
+        "    return np.exp(z) / np.exp(z).sum(axis=axis, keepdims=True)\n"
+        "def masked_attention(q, k, v, mask):\n"
+        "    weights = softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])) * mask\n"
+        "    return weights @ v, weights\n", namespace)
+    for seed in (0, 1, 2):
+        assert judge(get_task("01.masked_attention"), namespace["masked_attention"], seed).status == "not attempted"

@@ -55,6 +55,7 @@ class _Outcome:
     error: Optional[BaseException] = None
     changed: Optional[str] = None  # the name of an input the call modified
     dtypes: tuple[str, ...] = ()  # the float dtype of each output as returned ("float32"), "" for others
+    kinds: tuple[str, ...] = ()  # the kind of each output as returned ("b", "i", "f"), "" for others
 
 
 def _as_arrays(value: Any) -> Any:
@@ -70,6 +71,38 @@ def _as_arrays(value: Any) -> Any:
     if array.dtype.kind in "biuf":
         return array.astype(np.float64)
     return value
+
+
+_KIND_WORDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats", "c": "complex numbers"}
+
+
+def _kinds(value: Any) -> tuple[str, ...]:
+    """The kind of each returned array or tensor, as NumPy names them (``"b"``, ``"i"``, ``"f"``),
+    ``""`` for anything else (a Python number, None)."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    kinds = []
+    for item in items:
+        if isinstance(item, np.ndarray):
+            kinds.append(item.dtype.kind)
+        elif hasattr(item, "dtype") and hasattr(item, "is_floating_point"):  # a tensor
+            kinds.append("b" if str(item.dtype) == "torch.bool" else "f" if item.is_floating_point()
+                         else "c" if item.is_complex() else "i")
+        else:
+            kinds.append("")
+    return tuple(kinds)
+
+
+def _wrong_kind(task: FunctionTask, mine: tuple[str, ...], expected: tuple[str, ...]) -> Optional[str]:
+    """A sentence when an output that should hold integers or booleans holds another kind (token ids
+    as floats cannot index an embedding; a mask of numbers is added to scores, not applied)."""
+    for name, a, b in zip(task.outputs, mine, expected):
+        if name in task.unreported or not a or not b:
+            continue
+        if b in "biu" and a != b and not (a in "iu" and b in "iu"):
+            return (f"`{name}` holds {_KIND_WORDS.get(a, a)}, but it should hold {_KIND_WORDS[b]}, like the "
+                    f"reference's: " + ("a mask must be True/False" if b == "b" else
+                                         "token ids and counts are whole numbers (torch.long)"))
+    return None
 
 
 def _float_dtypes(value: Any) -> tuple[str, ...]:
@@ -115,7 +148,7 @@ def _call(fn: Callable[..., Any], case: Case) -> _Outcome:
             value = fn(*args, **options)
     except Exception as error:  # KeyboardInterrupt is not caught: a learner may stop a long check
         return _Outcome(error=error)
-    outcome = _Outcome(value=_as_arrays(value), dtypes=_float_dtypes(value))
+    outcome = _Outcome(value=_as_arrays(value), dtypes=_float_dtypes(value), kinds=_kinds(value))
     for name, old, new in zip(case.inputs, before, args):
         if old is not None and not _same_array(old, _snapshot(new)):
             outcome.changed = name
@@ -402,10 +435,16 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
 
     raw = [_reference(task, case) for case in cases]
     expected, expected_dtypes = [_as_arrays(r) for r in raw], [_float_dtypes(r) for r in raw]
+    expected_kinds = [_kinds(r) for r in raw]
     unpacked = [(_unpack(task, o.value) if o.error is None else (None, None)) for o in mine]
     right = [o.error is None and _close(o.value, e, *_tolerance(task, c)) for o, e, c in zip(mine, expected, cases)]
 
     if all(right):
+        for case, outcome, kinds in zip(cases, mine, expected_kinds):
+            problem = _wrong_kind(task, outcome.kinds, kinds)
+            if problem:
+                return _result(task, FAILED, "matches the reference's values, yet of the wrong kind",
+                               [f"But {problem}", f"Seen on: {case.describe()}"], seed=seed)
         for case, (outputs, _) in zip(cases, unpacked):
             for prop in task.properties:
                 problem = _checked_property(prop, run, case, outputs)

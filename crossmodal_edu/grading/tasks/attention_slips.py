@@ -196,6 +196,8 @@ def attention_mistakes(
             (f"{slip.key}/zero",) if slip.key == "softmax_no_max" else ()
         if slip.key == "mask_after_softmax_renormalised":  # ... and with an ε against 0/0
             ways += (f"{slip.key}/eps",)
+        if slip.key == "mask_after_softmax":  # ... and through a softmax without its max shift: the code
+            ways += (f"{slip.key}/naive",)  # lesson 01's exercise starts from, calling a learner's own softmax
         also = tuple(f for f in (variant(way) for way in ways) if f is not None)
         mistakes.append(Mistake(slip.name.format(**fill), hint.format(**fill), impl, also=also))
         planted.append(slip.key)
@@ -222,7 +224,13 @@ def _parse(slip: Optional[str]) -> tuple[Optional[str], bool, float]:
     if slip is None:
         return None, False, 0.0
     key, _, how = slip.partition("/")
-    return key, how in ("nan", "zero") or key in ("mask_nan", "softmax_no_max", "mask_times_inf"), 1e-9 * (how == "eps")
+    return key, how in ("nan", "zero", "naive") or key in ("mask_nan", "softmax_no_max", "mask_times_inf"), \
+        1e-9 * (how == "eps")
+
+
+def _naive(slip: Optional[str]) -> bool:
+    """``"mask_after_softmax/naive"``: the slip, through a softmax without its max shift."""
+    return slip is not None and slip.endswith("/naive")
 
 
 def _zeroed(slip: Optional[str]) -> bool:
@@ -259,7 +267,7 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
     factor for ``slip=None`` (default ``1/√d_k``); ``sizes`` (``query_dim``, ``context_dim``,
     ``inner``) are what some slips scale by instead.
     """
-    zero = _zeroed(slip)
+    zero, naive = _zeroed(slip), _naive(slip)
     slip, nan_rows, eps = _parse(slip)
     d_k, d_v, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
     sizes.setdefault("first_dim", q.shape[0])
@@ -285,7 +293,7 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
     with np.errstate(all="ignore"):
         top = scores.max(axis=axis, keepdims=True)
         empty = np.isneginf(top)  # a row with nothing to see: all zeros (unless nan_rows)
-        if slip == "softmax_no_max":
+        if slip == "softmax_no_max" or naive:
             e = np.exp(scores)
         else:
             e = np.exp(scores - (top if nan_rows else np.where(empty, 0.0, top)))
@@ -308,7 +316,7 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
     ``(..., Lk, d_v)``, ``mask`` (True = may attend) broadcasting against the scores."""
     import torch
 
-    zero = _zeroed(slip)
+    zero, naive = _zeroed(slip), _naive(slip)
     slip, nan_rows, eps = _parse(slip)
     d_k, d_v, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
     sizes.setdefault("first_dim", q.shape[0])
@@ -334,7 +342,7 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
     dim = {"softmax_queries": -2, "softmax_first_axis": 0, "softmax_heads": -3}.get(slip, -1)
     top = scores.amax(dim=dim, keepdim=True)
     empty = top == minus_inf  # a row with nothing to see: all zeros (unless nan_rows)
-    if slip == "softmax_no_max":
+    if slip == "softmax_no_max" or naive:
         e = scores.exp()
     else:
         e = (scores - (top if nan_rows else torch.where(empty, torch.zeros_like(top), top))).exp()
