@@ -498,3 +498,113 @@ RIGHT_ANSWERS_06 = [
     ("06.sampling_probs", probs_numpy),
     ("06.sampling_probs", probs_log_softmax),
 ]
+
+
+# --- 06.joint_mask: a learner's versions, each with one thing wrong ---------------------------------
+
+def _joint(context_mask, T, *, words_for_all=True, hide_padding=True, own_word=True, caption_sees_image=False,
+           image_rule="tril", caption_rule="all"):
+    B, L = context_mask.shape
+    n = L + T
+    out = torch.zeros(B, n, n, dtype=torch.bool)
+    for b in range(B):
+        real = context_mask[b] if hide_padding else torch.ones(L, dtype=torch.bool)
+        for r in range(n):
+            if r < L:  # a word's row
+                seen = real.clone() if caption_rule == "all" else real & (torch.arange(L) <= r)
+                if own_word:
+                    seen[r] = True
+                out[b, r, :L] = seen
+                out[b, r, L:] = caption_sees_image
+            else:  # image token i = r - L
+                i = r - L
+                out[b, r, :L] = real if words_for_all else False
+                cols = torch.arange(T)
+                out[b, r, L:] = {"tril": cols <= i, "strict": cols < i, "all": cols >= 0, "triu": cols >= i}[image_rule]
+    return out
+
+
+def joint_inverted(context_mask, num_image_tokens):
+    return ~_joint(context_mask, num_image_tokens)
+
+
+def joint_padding_seen(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, hide_padding=False)
+
+
+def joint_caption_reads_image(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, caption_sees_image=True)
+
+
+def joint_no_causal(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, image_rule="all")
+
+
+def joint_strictly_causal(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, image_rule="strict")
+
+
+def joint_triu(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, image_rule="triu")
+
+
+def joint_image_rows_blind_to_words(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, words_for_all=False)
+
+
+def joint_padding_rows_empty(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, own_word=False)
+
+
+def joint_causal_caption(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens, caption_rule="causal")
+
+
+def joint_first_caption_for_all(context_mask, num_image_tokens):
+    return _joint(context_mask[:1].expand_as(context_mask), num_image_tokens)
+
+
+def joint_as_numbers(context_mask, num_image_tokens):
+    return _joint(context_mask, num_image_tokens).float()
+
+
+def joint_writes_into_mask(context_mask, num_image_tokens):
+    context_mask[:, 0] = ~context_mask[:, -1]  # overwrites the learner's own input
+    return _joint(context_mask, num_image_tokens)
+
+
+def joint_by_blocks(context_mask, num_image_tokens):  # right: four blocks and torch.cat
+    B, L = context_mask.shape
+    T = num_image_tokens
+    cap = context_mask[:, None, :].repeat(1, L, 1) | torch.eye(L, dtype=torch.bool)
+    img_words = context_mask[:, None, :].repeat(1, T, 1)
+    top = torch.cat([cap, torch.zeros(B, L, T, dtype=torch.bool)], dim=2)
+    bottom = torch.cat([img_words, torch.ones(T, T).tril().bool().expand(B, T, T)], dim=2)
+    return torch.cat([top, bottom], dim=1)
+
+
+def joint_from_a_full_causal_mask(context_mask, num_image_tokens):  # right: start causal, then edit
+    B, L = context_mask.shape
+    n = L + num_image_tokens
+    mask = torch.ones(n, n, dtype=torch.bool).tril().repeat(B, 1, 1)
+    mask[:, :L, :L] = True  # the caption both ways ...
+    mask[:, :, :L] &= context_mask[:, None, :]  # ... real words only ...
+    mask[:, torch.arange(L), torch.arange(L)] = True  # ... and each word itself
+    return mask
+
+
+LEARNER_MISTAKES_06["06.joint_mask"] = {
+    "the mask inverted (True = hidden)": joint_inverted,
+    "padded words are keys: context_mask not applied to the word columns": joint_padding_seen,
+    "the caption's rows see the image tokens": joint_caption_reads_image,
+    "no causal mask among the image tokens": joint_no_causal,
+    "an image token cannot see itself (tril(-1))": joint_strictly_causal,
+    "the causal block transposed (triu): each image token sees the later ones": joint_triu,
+    "the image rows cannot see the words": joint_image_rows_blind_to_words,
+    "a padded word's own row sees nothing (its softmax is 0/0)": joint_padding_rows_empty,
+    "the caption made causal: a word sees only the words before it": joint_causal_caption,
+    "one mask for the whole batch, from the first caption": joint_first_caption_for_all,
+    "0/1 numbers, not booleans": joint_as_numbers,
+    IN_PLACE: joint_writes_into_mask,
+}
+RIGHT_ANSWERS_06 += [("06.joint_mask", joint_by_blocks), ("06.joint_mask", joint_from_a_full_causal_mask)]

@@ -1311,4 +1311,181 @@ SAMPLING_PROBS = FunctionTask(
     atol=1e-8,
 )
 
-TASKS = (DECODER_BLOCK, TEACHER_FORCING, DROP_CAPTIONS, GUIDANCE, TOP_K, SAMPLING_PROBS)
+
+# ---------------------------------------------------------------------------------------------
+# 06.joint_mask
+# ---------------------------------------------------------------------------------------------
+
+
+def joint_mask_reference(context_mask, num_image_tokens):
+    from crossmodal_edu.dalle.joint import joint_attention_mask
+
+    return joint_attention_mask(context_mask, num_image_tokens)
+
+
+def _joint_case(rng, B, L, T, full_first, note):
+    lengths = rng.integers(1, L, size=B) if L > 1 else np.ones(B, dtype=int)
+    if full_first:
+        lengths[0] = L
+    mask = torch.from_numpy(np.arange(L)[None, :] < lengths[:, None])
+    return Case({"context_mask": mask, "num_image_tokens": int(T)}, note=note)
+
+
+def _joint_cases(rng: np.random.Generator) -> list[Case]:
+    L, T = distinct(rng, 2, 3, 8)
+    L2 = int(rng.integers(3, 7))
+    B = int(rng.choice([b for b in (2, 3, 4) if b not in (L, T)]))
+    return [
+        _joint_case(rng, B, L, T, True, "caption 0 has no padding"),
+        _joint_case(rng, 2, L2, L2, False, "as many image tokens as words"),  # L = T: a transpose runs
+        _joint_case(rng, 3, L, 1, False, "one image token"),
+    ]
+
+
+def _jm(context_mask, T, words_seen=True, padding_hidden=True, word_itself=True, caption_sees_image=False,
+        causal=True, diagonal=0, caption_causal=False, first_caption_only=False, inverted=False):
+    """The mask with one thing changed (see the catalogue below)."""
+    B, L = context_mask.shape
+    keys = context_mask[:1].expand(B, L) if first_caption_only else context_mask
+    words = (keys if padding_hidden else torch.ones_like(keys))[:, None, :].expand(B, L + T, L).clone()
+    if caption_causal:
+        words[:, :L] &= torch.ones(L, L, dtype=torch.bool).tril()
+    if word_itself:
+        words[:, :L] |= torch.eye(L, dtype=torch.bool)
+    if not words_seen:
+        words[:, L:] = False
+    image = torch.zeros(B, L + T, T, dtype=torch.bool)
+    image[:, :L] = caption_sees_image
+    image[:, L:] = torch.ones(T, T, dtype=torch.bool).tril(diagonal) if causal else True
+    mask = torch.cat([words, image], dim=2)
+    return ~mask if inverted else mask
+
+
+def _jm_variant(**change):
+    return lambda context_mask, num_image_tokens: _jm(context_mask, num_image_tokens, **change)
+
+
+def _jm_triu(context_mask, num_image_tokens):
+    mask = _jm(context_mask, num_image_tokens)
+    L = context_mask.shape[1]
+    mask[:, L:, L:] = torch.ones(num_image_tokens, num_image_tokens, dtype=torch.bool).triu()
+    return mask
+
+
+def _jm_in_place(context_mask, num_image_tokens):
+    words = context_mask  # not a copy: the next line writes into the learner's input
+    words[:, -1] = True  # "the last word is always seen"
+    return _jm(context_mask, num_image_tokens)
+
+
+def _joint_shapes(case: Case):
+    B, L = case.inputs["context_mask"].shape
+    n = L + case.inputs["num_image_tokens"]
+    return (B, n, n), ()
+
+
+def _joint_harness(fn):
+    """``(mask, is bool)``: the mask as numbers, and 1.0 if it came as a bool tensor (a float mask would be
+    added to the scores, not applied)."""
+
+    def run(context_mask, num_image_tokens):
+        mask = fn(context_mask, num_image_tokens)
+        return mask, torch.tensor(float(isinstance(mask, torch.Tensor) and mask.dtype == torch.bool))
+
+    return run
+
+
+def _is_bool(fn, case, outputs):
+    if outputs[1] != 1.0:
+        return "the mask is not a bool tensor: True = may attend, False = hidden (a float mask is added to the scores)"
+    return None
+
+
+def _jm_numbers(context_mask, num_image_tokens):
+    return _jm(context_mask, num_image_tokens).int()
+
+
+def _no_image_future(fn, case, outputs):
+    mask = outputs[0] > 0.5
+    L = case.inputs["context_mask"].shape[1]
+    image = mask[:, :, L:]  # (B, L + T, T): who sees which image token
+    T = image.shape[-1]
+    rows = np.arange(L + T)[:, None] - L  # image row i is row L + i
+    future = image & (np.arange(T)[None, :] > rows)[None]
+    if future.any():
+        b, r, j = (int(i) for i in np.argwhere(future)[0])
+        who = f"word {r}" if r < L else f"image token {r - L}"
+        return f"{who} (row {r} of caption {b}) may see image token {j}, which comes after it"
+    return None
+
+
+def _padding_never_a_key(fn, case, outputs):
+    mask = outputs[0] > 0.5
+    real = to_numpy(case.inputs["context_mask"]).astype(bool)
+    L = real.shape[1]
+    seen = mask[:, :, :L] & ~real[:, None, :]  # padded words seen ...
+    seen[:, :L] &= ~np.eye(L, dtype=bool)  # ... by a row other than their own
+    if seen.any():
+        b, r, j = (int(i) for i in np.argwhere(seen)[0])
+        return f"row {r} of caption {b} may see word {j}, which is padding"
+    return None
+
+
+JOINT_MASK = FunctionTask(
+    id="06.joint_mask",
+    title="The joint-attention mask",
+    points=3,
+    name="joint_attention_mask",
+    signature="joint_attention_mask(context_mask, num_image_tokens) -> mask (B, L + T, L + T), True = may attend",
+    cases=_joint_cases,
+    reference=joint_mask_reference,
+    outputs=("mask", "is_bool"),
+    unreported=("is_bool",),
+    harness=_joint_harness,
+    properties=(
+        has_shapes(_joint_shapes, "(B, L + T, L + T): one row and one column per word and per image token"),
+        Property("the mask must be a bool tensor", _is_bool),
+        Property("no row may see an image token that comes after it (the caption's rows see none)", _no_image_future),
+        Property("a padded word is never a key (only its own row sees it)", _padding_never_a_key),
+    ),
+    mistakes=(
+        Mistake("the mask inverted (True = hidden)",
+                "in this course True means 'may attend', as in scaled_dot_product_attention's boolean attn_mask.",
+                _jm_variant(inverted=True)),
+        Mistake("padded words are keys: context_mask not applied to the word columns",
+                "every row sees the REAL words only: the word columns of each row are context_mask itself, "
+                "context_mask[:, None, :], broadcast over the rows.", _jm_variant(padding_hidden=False)),
+        Mistake("the caption's rows see the image tokens",
+                "a model that draws one token at a time cannot let the caption read the image: those tokens "
+                "are the future when the caption is encoded (and at sampling time they do not exist yet). The "
+                "caption rows' image columns are all False.", _jm_variant(caption_sees_image=True)),
+        Mistake("no causal mask among the image tokens",
+                "image token i may see tokens 0..i only: the image block is lower-triangular, "
+                "torch.ones(T, T, dtype=torch.bool).tril().", _jm_variant(causal=False)),
+        Mistake("an image token cannot see itself (tril(-1))",
+                "image token i sees tokens 0..i, itself included: .tril() with the diagonal, not .tril(-1).",
+                _jm_variant(diagonal=-1)),
+        Mistake("the causal block transposed (triu): each image token sees the later ones",
+                "row i is the token that asks: it may see the columns j <= i, the lower triangle (tril).",
+                _jm_triu),
+        Mistake("the image rows cannot see the words",
+                "the whole point of joint attention: each image token's one softmax runs over the real words "
+                "and the image tokens before it.", _jm_variant(words_seen=False)),
+        Mistake("a padded word's own row sees nothing (its softmax is 0/0)",
+                "give each word's row its own word as well (| torch.eye(L)), so that no row is empty, even "
+                "for a caption of padding only; no other row sees a padded word.", _jm_variant(word_itself=False)),
+        Mistake("the caption made causal: a word sees only the words before it",
+                "in this decoder the caption is read whole: its rows see every real word, both ways.",
+                _jm_variant(caption_causal=True)),
+        Mistake("one mask for the whole batch, from the first caption",
+                "each caption has its own padding: the word columns come from context_mask[b] for row b of "
+                "the batch.", _jm_variant(first_caption_only=True)),
+        Mistake("0/1 numbers, not booleans",
+                "return a bool tensor (True = may attend): attention adds a float mask to the scores instead of "
+                "applying it, and an int mask is refused.", _jm_numbers),
+        Mistake(IN_PLACE, "", _jm_in_place, in_place=True),
+    ),
+)
+
+
+TASKS = (DECODER_BLOCK, TEACHER_FORCING, DROP_CAPTIONS, GUIDANCE, TOP_K, SAMPLING_PROBS, JOINT_MASK)
