@@ -1,0 +1,458 @@
+"""Exercises 04 and 05: the mistakes a class makes that the first catalogue missed, written the way a
+learner would write them, unusual ways of writing the old ones, and right answers written unusually,
+which must pass (imported by tests/test_grading_mistakes.py).
+
+Independent of the catalogue's own versions in crossmodal_edu/grading/tasks/online_slips.py,
+lesson04.py and lesson05.py: each function here is a whole answer, as a learner would hand it in.
+"""
+import numpy as np
+import torch
+
+# --- 04.online_update --------------------------------------------------------------------------
+
+
+def _max_and_safe(m, scores):
+    m_new = np.maximum(m, np.max(scores, axis=-1, keepdims=True))
+    return m_new, np.where(np.isinf(m_new), 0.0, m_new)
+
+
+def update_l_alpha_upside_down(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    p = np.exp(scores - safe)
+    return m_new, np.exp(safe - m) * l + p.sum(-1, keepdims=True), np.exp(m - safe) * acc + p @ v
+
+
+def update_acc_alpha_upside_down(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    p = np.exp(scores - safe)
+    l_new = np.exp(m - safe) * l + np.sum(p, axis=-1, keepdims=True)
+    return m_new, l_new, np.exp(safe - m) * acc + p @ v
+
+
+def update_alpha_from_block_max(m, l, acc, scores, v):
+    block_max = scores.max(-1, keepdims=True)
+    m_new, safe = _max_and_safe(m, scores)
+    alpha = np.exp(m - block_max)
+    p = np.exp(scores - safe)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
+def update_l_alpha_from_block_max(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    p = np.exp(scores - safe)
+    l_new = np.exp(m - scores.max(-1, keepdims=True)) * l + p.sum(-1, keepdims=True)
+    return m_new, l_new, np.exp(m - safe) * acc + p @ v
+
+
+def update_acc_alpha_from_block_max(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    p = np.exp(scores - safe)
+    acc_new = np.exp(m - np.max(scores, axis=-1, keepdims=True)) * acc + np.matmul(p, v)
+    return m_new, np.exp(m - safe) * l + p.sum(-1, keepdims=True), acc_new
+
+
+def update_alpha_times_everything(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, alpha * (l + p.sum(-1, keepdims=True)), alpha * (acc + p @ v)
+
+
+def update_alpha_times_all_of_l(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, (l + p.sum(-1, keepdims=True)) * alpha, acc * alpha + p @ v
+
+
+def update_alpha_times_all_of_acc(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + alpha * (p @ v)
+
+
+def update_p_from_block_max(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # a softmax numerator of the block alone
+    alpha = np.exp(m - safe)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
+def update_p_from_old_max(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha = np.exp(m - safe)
+    p = np.exp(scores - m)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
+def update_plain_sums(m, l, acc, scores, v):
+    p = np.exp(scores)
+    return np.maximum(m, scores.max(-1, keepdims=True)), l + p.sum(-1, keepdims=True), acc + p @ v
+
+
+def update_empty_max_as_zero(m, l, acc, scores, v):
+    m = np.where(np.isneginf(m), 0.0, m)  # "no NaN": -inf replaced first
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    alpha, p = np.exp(m - m_new), np.exp(scores - m_new)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
+def update_returns_normalised_acc(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    l_new = alpha * l + p.sum(-1, keepdims=True)
+    return m_new, l_new, (alpha * acc + p @ v) / l_new
+
+
+def update_old_max_kept_in_a_variable(m, l, acc, scores, v):  # an unusual "maximum not carried forward"
+    m_old = m.copy()
+    m = np.maximum(m, scores.max(-1, keepdims=True))
+    safe = np.where(np.isneginf(m), 0, m)
+    alpha, p = np.exp(m_old - safe), np.exp(scores - safe)
+    return m_old, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
+# Right, written unusually.
+def update_masks_instead_of_shift(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        alpha = np.where(np.isneginf(m), 0.0, np.exp(m - m_new))
+        p = np.where(np.isneginf(scores), 0.0, np.exp(scores - m_new))
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + np.einsum("...qk,...kd->...qd", p, v)
+
+
+def update_nan_to_num(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        alpha = np.nan_to_num(np.exp(m - m_new))
+        p = np.nan_to_num(np.exp(scores - m_new))
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
+def update_in_torch(m, l, acc, scores, v):
+    m, l, acc, scores, v = (torch.from_numpy(a) for a in (m, l, acc, scores, v))
+    m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    alpha, p = torch.exp(m - shift), torch.exp(scores - shift)
+    return m_new, alpha * l + p.sum(-1, keepdim=True), alpha * acc + p @ v
+
+
+# --- 04.blocked_attention ----------------------------------------------------------------------
+# The exercise gives the loop; a learner changes a line or two of it, or rewrites it.
+
+
+def _loop(q, k, v, block_size, body, m0=-np.inf, stop=None, divide=True):
+    m = np.full(q.shape[:-1] + (1,), m0)
+    l = np.zeros(q.shape[:-1] + (1,))
+    acc = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    for start in range(0, k.shape[-2] if stop is None else stop, block_size):
+        keys = slice(start, start + block_size)
+        scores = q @ k[..., keys, :].swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+        m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
+        alpha = np.exp(m - m_new)
+        m, l, acc = body(m, l, acc, scores, m_new, alpha, v[..., keys, :])
+    return acc / l if divide else acc
+
+
+def blocked_acc_alpha_inverted_inline(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), np.exp(m_new - m) * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_p_from_old_max(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_from_block_max(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        a = np.exp(m - scores.max(axis=-1, keepdims=True))
+        p = np.exp(scores - m_new)
+        return m_new, a * l + p.sum(axis=-1, keepdims=True), a * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_l_alpha_from_block_max(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        l = np.exp(m - scores.max(axis=-1, keepdims=True)) * l + p.sum(axis=-1, keepdims=True)
+        return m_new, l, alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_acc_alpha_from_block_max(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        acc = np.exp(m - np.max(scores, axis=-1, keepdims=True)) * acc + p @ vb
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), acc
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_times_everything(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * (l + p.sum(axis=-1, keepdims=True)), alpha * (acc + p @ vb)
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_times_all_of_l(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * (l + p.sum(axis=-1, keepdims=True)), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_times_all_of_acc(q, k, v, block_size=3):  # the planted line, "fixed" by wrapping it
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * (acc + p @ vb)
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_p_from_block_max(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_p_unshifted(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_plain_sums(q, k, v, block_size=3):  # rewritten: "no need for a maximum"
+    num = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    den = np.zeros(q.shape[:-1] + (1,))
+    for start in range(0, k.shape[-2], block_size):
+        e = np.exp(q @ np.swapaxes(k[..., start:start + block_size, :], -1, -2) / np.sqrt(q.shape[-1]))
+        num, den = num + e @ v[..., start:start + block_size, :], den + e.sum(-1, keepdims=True)
+    return num / den
+
+
+def blocked_block_max_as_running_max(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        m_new = scores.max(axis=-1, keepdims=True)
+        a, p = np.exp(m - m_new), np.exp(scores - m_new)
+        return m_new, a * l + p.sum(axis=-1, keepdims=True), a * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_max_starts_at_zero(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body, m0=0.0)
+
+
+def blocked_divides_in_the_loop(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        l = alpha * l + p.sum(axis=-1, keepdims=True)
+        return m_new, l, (alpha * acc + p @ vb) / l
+    return _loop(q, k, v, block_size, body, divide=False)
+
+
+def blocked_divides_twice(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        l = alpha * l + p.sum(axis=-1, keepdims=True)
+        return m_new, l, (alpha * acc + p @ vb) / l
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_stops_one_block_early(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body, stop=k.shape[-2] - block_size)
+
+
+# Right, written unusually.
+def blocked_normalised_running_output(q, k, v, block_size=3):
+    """Keeps o = acc / l normalised at every step: o' = (α l o + P V) / l'."""
+    m = np.full(q.shape[:-1] + (1,), -np.inf)
+    l = np.zeros_like(m)
+    o = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    for start in range(0, k.shape[-2], block_size):
+        s = q @ k[..., start:start + block_size, :].swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+        m_new = np.maximum(m, s.max(-1, keepdims=True))
+        alpha, p = np.exp(m - m_new), np.exp(s - m_new)
+        l_new = alpha * l + p.sum(-1, keepdims=True)
+        o = (alpha * l * o + p @ v[..., start:start + block_size, :]) / l_new
+        m, l = m_new, l_new
+    return o
+
+
+def blocked_array_split_scaled_q(q, k, v, block_size=3):
+    qs = q / np.sqrt(q.shape[-1])
+    n = -(-k.shape[-2] // block_size)
+    bounds = [i * block_size for i in range(1, n)]
+    m = l = acc = None
+    for kb, vb in zip(np.split(k, bounds, axis=-2), np.split(v, bounds, axis=-2)):
+        s = np.einsum("...qd,...kd->...qk", qs, kb)
+        if m is None:  # the first block starts the state: no -inf needed
+            m = s.max(-1, keepdims=True)
+            p = np.exp(s - m)
+            l, acc = p.sum(-1, keepdims=True), p @ vb
+            continue
+        m_new = np.maximum(m, s.max(-1, keepdims=True))
+        alpha, p = np.exp(m - m_new), np.exp(s - m_new)
+        l, acc, m = alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ vb, m_new
+    return acc / l
+
+
+# --- 04.merge_states ---------------------------------------------------------------------------
+
+def _safe(m):
+    return np.where(np.isneginf(m), 0.0, m)
+
+
+def merge_l_not_rescaled(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    a1, a2 = np.exp(m1 - _safe(m)), np.exp(m2 - _safe(m))
+    return m, l1 + l2, a1 * o1 + a2 * o2
+
+
+def merge_l_factors_inverted(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    s = _safe(m)
+    return m, np.exp(s - m1) * l1 + np.exp(s - m2) * l2, np.exp(m1 - s) * o1 + np.exp(m2 - s) * o2
+
+
+def merge_o_factors_inverted(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    s = _safe(m)
+    return m, np.exp(m1 - s) * l1 + np.exp(m2 - s) * l2, np.exp(s - m1) * o1 + np.exp(s - m2) * o2
+
+
+def merge_smaller_max(m1, l1, o1, m2, l2, o2):
+    m = np.minimum(m1, m2)
+    s = _safe(m)
+    a1, a2 = np.exp(m1 - s), np.exp(m2 - s)
+    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+def merge_onto_the_first_half(m1, l1, o1, m2, l2, o2):  # half 2 folded into half 1, as in the update
+    s = _safe(m1)
+    a1, a2 = np.exp(m1 - s), np.exp(m2 - s)
+    return np.maximum(m1, m2), a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+def merge_only_first_half_rescaled(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    a1 = np.exp(m1 - _safe(m))
+    return m, a1 * l1 + l2, a1 * o1 + o2
+
+
+def merge_only_second_half_rescaled(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    a2 = np.exp(m2 - _safe(m))
+    return m, l1 + a2 * l2, o1 + a2 * o2
+
+
+def merge_returns_normalised_o(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    a1, a2 = np.exp(m1 - _safe(m)), np.exp(m2 - _safe(m))
+    l = a1 * l1 + a2 * l2
+    return m, l, (a1 * o1 + a2 * o2) / l
+
+
+def merge_larger_half_by_argmax(m1, l1, o1, m2, l2, o2):  # an unusual "kept only the larger half"
+    ms = np.stack([m1, m2])
+    pick = np.argmax(ms, axis=0)  # ties go to half 1
+    return ms.max(0), np.where(pick == 0, l1, l2), np.where(pick == 0, o1, o2)
+
+
+# Right, written unusually.
+def merge_by_the_gap(m1, l1, o1, m2, l2, o2):
+    with np.errstate(invalid="ignore"):
+        gap = np.nan_to_num(m1 - m2, nan=0.0)  # -inf - (-inf): both empty
+    w = np.exp(-np.abs(gap))  # the smaller half's factor
+    first = m1 >= m2
+    return (np.maximum(m1, m2), np.where(first, l1 + w * l2, w * l1 + l2),
+            np.where(first, o1 + w * o2, w * o1 + o2))
+
+
+def merge_in_torch(m1, l1, o1, m2, l2, o2):
+    m1, l1, o1, m2, l2, o2 = (torch.as_tensor(a) for a in (m1, l1, o1, m2, l2, o2))
+    m = torch.maximum(m1, m2)
+    shift = torch.nan_to_num(m, neginf=0.0)
+    a1, a2 = (m1 - shift).exp(), (m2 - shift).exp()
+    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+LEARNER_MISTAKES_0405 = {
+    "04.online_update": {
+        "the rescale factor inverted for l only: e^(m_new - m)": update_l_alpha_upside_down,
+        "the rescale factor inverted for acc only: e^(m_new - m)": update_acc_alpha_upside_down,
+        "α measured from the block's maximum, e^(m - max(scores)), not from m_new": update_alpha_from_block_max,
+        "α for l measured from the block's maximum, e^(m - max(scores)), not from m_new":
+            update_l_alpha_from_block_max,
+        "α for acc measured from the block's maximum, e^(m - max(scores)), not from m_new":
+            update_acc_alpha_from_block_max,
+        "α also multiplies the block's part: α · (l + …) and α · (acc + …)": update_alpha_times_everything,
+        "α also multiplies the block's part of l: α · (l + P.sum(-1))": update_alpha_times_all_of_l,
+        "α also multiplies the block's part of acc: α · (acc + P @ v)": update_alpha_times_all_of_acc,
+        "the block's exponentials measured from the block's maximum, not from m_new": update_p_from_block_max,
+        "the block's exponentials measured from the old maximum m, not from m_new": update_p_from_old_max,
+        "no maximum at all: plain sums of e^score, never rescaled": update_plain_sums,
+        "an empty maximum taken as 0 instead of -inf": update_empty_max_as_zero,
+        "returned acc / l: the state's acc is unnormalised": update_returns_normalised_acc,
+    },
+    "04.blocked_attention": {
+        "α measured from the block's maximum, e^(m - max(scores)), not from m_new": blocked_alpha_from_block_max,
+        "α for l measured from the block's maximum, e^(m - max(scores)), not from m_new":
+            blocked_l_alpha_from_block_max,
+        "α for acc measured from the block's maximum, e^(m - max(scores)), not from m_new":
+            blocked_acc_alpha_from_block_max,
+        "α also multiplies the block's part: α · (l + …) and α · (acc + …)": blocked_alpha_times_everything,
+        "α also multiplies the block's part of l: α · (l + P.sum(-1))": blocked_alpha_times_all_of_l,
+        "α also multiplies the block's part of acc: α · (acc + P @ v)": blocked_alpha_times_all_of_acc,
+        "the block's exponentials measured from the block's maximum, not from m_new": blocked_p_from_block_max,
+        "the block's exponentials not measured from the new maximum (np.exp(scores))": blocked_p_unshifted,
+        "no maximum at all: plain sums of e^score, never rescaled": blocked_plain_sums,
+        "used the block's maximum instead of the running maximum": blocked_block_max_as_running_max,
+        "an empty maximum taken as 0 instead of -inf": blocked_max_starts_at_zero,
+        "acc divided by l inside the loop": blocked_divides_in_the_loop,
+        "divided by l twice: inside the loop and at the end": blocked_divides_twice,
+        "the loop stops one block early: range(0, Lk - block_size, block_size)": blocked_stops_one_block_early,
+    },
+    "04.merge_states": {
+        "l not rescaled to the new maximum (o is)": merge_l_not_rescaled,
+        "the rescale factor inverted for l only: e^(m - m_i)": merge_l_factors_inverted,
+        "the rescale factor inverted for o only: e^(m - m_i)": merge_o_factors_inverted,
+        "m = the smaller of the two maxima": merge_smaller_max,
+        "both halves brought to m1 instead of the larger maximum": merge_onto_the_first_half,
+        "only the first half rescaled: e^(m2 - m) left out": merge_only_first_half_rescaled,
+        "only the second half rescaled: e^(m1 - m) left out": merge_only_second_half_rescaled,
+        "returned o / l: the state's o is unnormalised": merge_returns_normalised_o,
+    },
+}
+
+# Unusual ways of making a catalogued mistake, which must get its name: (task, name, function).
+VARIANTS_0405 = [
+    ("04.online_update", "the maximum is not carried forward: the old m is returned, or m = m_new is missing",
+     update_old_max_kept_in_a_variable),
+    ("04.blocked_attention",
+     "NaN from the first block: e^(… - m) with m = -inf (alpha inverted, or p measured from the old m)",
+     blocked_acc_alpha_inverted_inline),
+    ("04.blocked_attention",
+     "NaN from the first block: e^(… - m) with m = -inf (alpha inverted, or p measured from the old m)",
+     blocked_p_from_old_max),
+    ("04.merge_states", "kept only the half with the larger maximum", merge_larger_half_by_argmax),
+]
+
+RIGHT_ANSWERS_0405 = [
+    ("04.online_update", update_masks_instead_of_shift),
+    ("04.online_update", update_nan_to_num),
+    ("04.online_update", update_in_torch),
+    ("04.blocked_attention", blocked_normalised_running_output),
+    ("04.blocked_attention", blocked_array_split_scaled_q),
+    ("04.merge_states", merge_by_the_gap),
+    ("04.merge_states", merge_in_torch),
+]
