@@ -69,6 +69,30 @@ def update_alpha_times_all_of_acc(m, l, acc, scores, v):
     return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + alpha * (p @ v)
 
 
+def update_alpha_on_the_new_part(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, l + alpha * p.sum(-1, keepdims=True), acc + alpha * (p @ v)
+
+
+def update_alpha_on_the_new_part_of_l(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, l + alpha * np.sum(p, -1, keepdims=True), alpha * acc + p @ v
+
+
+def update_alpha_on_the_new_part_of_acc(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), acc + alpha * p @ v
+
+
+def update_sum_without_keepdims(m, l, acc, scores, v):
+    m_new, safe = _max_and_safe(m, scores)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, alpha * l + p.sum(-1), alpha * acc + p @ v
+
+
 def update_p_from_block_max(m, l, acc, scores, v):
     m_new, safe = _max_and_safe(m, scores)
     p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # a softmax numerator of the block alone
@@ -208,6 +232,27 @@ def blocked_alpha_times_all_of_acc(q, k, v, block_size=3):  # the planted line, 
     def body(m, l, acc, scores, m_new, alpha, vb):
         p = np.exp(scores - m_new)
         return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * (acc + p @ vb)
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_on_the_new_part(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, l + alpha * p.sum(axis=-1, keepdims=True), acc + alpha * (p @ vb)
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_on_the_new_part_of_l(q, k, v, block_size=3):
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, l + alpha * p.sum(axis=-1, keepdims=True), alpha * acc + p @ vb
+    return _loop(q, k, v, block_size, body)
+
+
+def blocked_alpha_on_the_new_part_of_acc(q, k, v, block_size=3):  # the planted line, alpha put on p
+    def body(m, l, acc, scores, m_new, alpha, vb):
+        p = np.exp(scores - m_new)
+        return m_new, alpha * l + p.sum(axis=-1, keepdims=True), acc + alpha * p @ vb
     return _loop(q, k, v, block_size, body)
 
 
@@ -386,6 +431,124 @@ def merge_in_torch(m1, l1, o1, m2, l2, o2):
     return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
 
 
+# --- 05.nearest_code ---------------------------------------------------------------------------
+
+def nearest_as_floats(z, codebook):
+    d = torch.cdist(z.reshape(-1, z.shape[-1]), codebook) ** 2
+    return d.argmin(dim=1).reshape(z.shape[:-1]).float()
+
+
+def nearest_argmin_over_rows(z, codebook):
+    flat = z.reshape(-1, z.shape[-1])
+    d = (flat ** 2).sum(1, keepdim=True) - 2 * flat @ codebook.T + (codebook ** 2).sum(1)
+    return torch.argmin(d, dim=0)
+
+
+def nearest_argmin_dim0(z, codebook):
+    d = ((z.unsqueeze(-2) - codebook) ** 2).sum(-1)  # (..., K)
+    return d.argmin(dim=0)
+
+
+def nearest_l1(z, codebook):
+    return torch.cdist(z.reshape(-1, z.shape[-1]), codebook, p=1).argmin(-1).reshape(z.shape[:-1])
+
+
+# Right, written unusually.
+def nearest_cdist(z, codebook):
+    return torch.cdist(z, codebook.expand(*z.shape[:-2], *codebook.shape)).argmin(-1)
+
+
+def nearest_without_z_norm(z, codebook):  # ‖z‖² is the same for every code: it cannot change the argmin
+    return ((codebook ** 2).sum(-1) - 2 * z @ codebook.T).argmin(-1)
+
+
+def nearest_ties_to_the_last(z, codebook):  # a loop that keeps the last of equally near codes
+    d = ((z[..., None, :] - codebook) ** 2).sum(-1)
+    best = torch.zeros(z.shape[:-1], dtype=torch.long)
+    for k in range(codebook.shape[0]):
+        best = torch.where(d[..., k] <= d.gather(-1, best[..., None])[..., 0], torch.tensor(k), best)
+    return best
+
+
+def nearest_in_numpy(z, codebook):
+    zn, cn = z.numpy(), codebook.numpy()
+    d = ((zn[..., None, :] - cn) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+# --- 05.straight_through -----------------------------------------------------------------------
+# Right, written unusually.
+
+def straight_detach_each_term(z, z_q):
+    return z_q.detach() + z - z.detach()
+
+
+def straight_difference_without_grad(z, z_q):
+    with torch.no_grad():
+        step = z_q - z
+    return z + step
+
+
+def straight_data(z, z_q):
+    return z + (z_q - z).data
+
+
+# --- 05.perplexity -----------------------------------------------------------------------------
+
+def perplexity_ln_then_base_2(counts):
+    p = counts[counts > 0] / counts.sum()
+    return 2 ** (-np.sum(p * np.log(p)))
+
+
+def perplexity_log10(counts):
+    p = counts / counts.sum()
+    p = p[p > 0]
+    return np.exp(-np.sum(p * np.log10(p)))
+
+
+def perplexity_unweighted(counts):
+    p = counts[counts > 0] / counts.sum()
+    return np.exp(-np.sum(np.log(p)))
+
+
+def perplexity_mean(counts):
+    p = counts[counts > 0] / counts.sum()
+    return np.exp(-np.mean(p * np.log(p)))
+
+
+def perplexity_dead_as_one(counts):
+    c = np.where(counts == 0, 1, counts)
+    p = c / c.sum()
+    return np.exp(-(p * np.log(p)).sum())
+
+
+def perplexity_plus_one(counts):
+    p = (counts + 1) / (counts + 1).sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+# Right, written unusually.
+def perplexity_base_2(counts):
+    p = counts[counts > 0] / counts.sum()
+    return 2 ** -(p * np.log2(p)).sum()
+
+
+def perplexity_product(counts):
+    p = counts[counts > 0] / counts.sum()
+    return float(np.prod(p ** -p))
+
+
+def perplexity_epsilon(counts):
+    p = counts / counts.sum()
+    return float(np.exp(-(p * np.log(p + 1e-12)).sum()))
+
+
+def perplexity_torch(counts):
+    p = torch.as_tensor(counts, dtype=torch.float64)
+    p = p / p.sum()
+    return torch.exp(-torch.special.xlogy(p, p).sum())
+
+
 LEARNER_MISTAKES_0405 = {
     "04.online_update": {
         "the rescale factor inverted for l only: e^(m_new - m)": update_l_alpha_upside_down,
@@ -398,6 +561,12 @@ LEARNER_MISTAKES_0405 = {
         "α also multiplies the block's part: α · (l + …) and α · (acc + …)": update_alpha_times_everything,
         "α also multiplies the block's part of l: α · (l + P.sum(-1))": update_alpha_times_all_of_l,
         "α also multiplies the block's part of acc: α · (acc + P @ v)": update_alpha_times_all_of_acc,
+        "α multiplies the block's part instead of the old sums: l + α · P.sum(-1), acc + α · (P @ v)":
+            update_alpha_on_the_new_part,
+        "α multiplies the block's part of l instead of the old l: l + α · P.sum(-1)": update_alpha_on_the_new_part_of_l,
+        "α multiplies the block's part of acc instead of the old acc: acc + α · (P @ v)":
+            update_alpha_on_the_new_part_of_acc,
+        "the block's row sums lost their axis: P.sum(-1) without keepdims=True": update_sum_without_keepdims,
         "the block's exponentials measured from the block's maximum, not from m_new": update_p_from_block_max,
         "the block's exponentials measured from the old maximum m, not from m_new": update_p_from_old_max,
         "no maximum at all: plain sums of e^score, never rescaled": update_plain_sums,
@@ -413,6 +582,12 @@ LEARNER_MISTAKES_0405 = {
         "α also multiplies the block's part: α · (l + …) and α · (acc + …)": blocked_alpha_times_everything,
         "α also multiplies the block's part of l: α · (l + P.sum(-1))": blocked_alpha_times_all_of_l,
         "α also multiplies the block's part of acc: α · (acc + P @ v)": blocked_alpha_times_all_of_acc,
+        "α multiplies the block's part instead of the old sums: l + α · P.sum(-1), acc + α · (P @ v)":
+            blocked_alpha_on_the_new_part,
+        "α multiplies the block's part of l instead of the old l: l + α · P.sum(-1)":
+            blocked_alpha_on_the_new_part_of_l,
+        "α multiplies the block's part of acc instead of the old acc: acc + α · (P @ v)":
+            blocked_alpha_on_the_new_part_of_acc,
         "the block's exponentials measured from the block's maximum, not from m_new": blocked_p_from_block_max,
         "the block's exponentials not measured from the new maximum (np.exp(scores))": blocked_p_unshifted,
         "no maximum at all: plain sums of e^score, never rescaled": blocked_plain_sums,
@@ -431,6 +606,20 @@ LEARNER_MISTAKES_0405 = {
         "only the first half rescaled: e^(m2 - m) left out": merge_only_first_half_rescaled,
         "only the second half rescaled: e^(m1 - m) left out": merge_only_second_half_rescaled,
         "returned o / l: the state's o is unnormalised": merge_returns_normalised_o,
+    },
+    "05.nearest_code": {
+        "the indices are floating-point numbers": nearest_as_floats,
+        "argmin over the vectors (dim 0) instead of over the codes": nearest_argmin_over_rows,
+        "argmin over the first axis (dim 0) instead of over the codes": nearest_argmin_dim0,
+        "summed absolute differences (L1), not squared ones": nearest_l1,
+    },
+    "05.perplexity": {
+        "mixed bases: natural log inside, 2 ** outside": perplexity_ln_then_base_2,
+        "log base 10 inside, e outside": perplexity_log10,
+        "the entropy without its weights: -Σ log p instead of -Σ p log p": perplexity_unweighted,
+        "averaged p log p over the codes instead of summing it": perplexity_mean,
+        "the dead codes counted as used once (to avoid log 0)": perplexity_dead_as_one,
+        "1 added to every count (to avoid log 0)": perplexity_plus_one,
     },
 }
 
@@ -455,4 +644,15 @@ RIGHT_ANSWERS_0405 = [
     ("04.blocked_attention", blocked_array_split_scaled_q),
     ("04.merge_states", merge_by_the_gap),
     ("04.merge_states", merge_in_torch),
+    ("05.nearest_code", nearest_cdist),
+    ("05.nearest_code", nearest_without_z_norm),
+    ("05.nearest_code", nearest_ties_to_the_last),
+    ("05.nearest_code", nearest_in_numpy),
+    ("05.straight_through", straight_detach_each_term),
+    ("05.straight_through", straight_difference_without_grad),
+    ("05.straight_through", straight_data),
+    ("05.perplexity", perplexity_base_2),
+    ("05.perplexity", perplexity_product),
+    ("05.perplexity", perplexity_epsilon),
+    ("05.perplexity", perplexity_torch),
 ]

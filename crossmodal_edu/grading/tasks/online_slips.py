@@ -10,7 +10,8 @@ where it goes wrong, and each :class:`Slip` changes one of them:
   or an empty row's ``-inf`` taken as 0;
 * the rescale of the old ``l`` and of the old ``acc`` (``by_l``, ``by_acc``), each on its own:
   ``α = e^(m - m_new)`` (right), none, inverted ``e^(m_new - m)``, measured from the block's maximum,
-  or α also multiplying the block's part; when merging, both halves, neither, or one half only;
+  α also multiplying the block's part, or α on the block's part instead of the old sum; when merging,
+  both halves, neither, or one half only;
 * which maximum the block's exponentials are measured from: ``m_new`` (right), the block's, the old
   one, none;
 * the guard of a row with no key yet (``-inf - (-inf)`` is NaN);
@@ -60,7 +61,7 @@ def _finite_or_0(m):
 
 
 def update(m, l, acc, scores, v, *, new_max="running", empty_as_0=False, by_l="alpha", by_acc="alpha",
-           exps_from="new", guard=True, keep_old_max=False, normalised=False):
+           exps_from="new", guard=True, keep_old_max=False, normalised=False, keepdims=True):
     """One step of the online softmax, with the places a slip changes as keywords (defaults: right).
 
     m, l ``(..., Lq, 1)``; acc ``(..., Lq, d_v)``; scores ``(..., Lq, block)``; v ``(..., block, d_v)``.
@@ -74,9 +75,11 @@ def update(m, l, acc, scores, v, *, new_max="running", empty_as_0=False, by_l="a
     p = np.exp(scores - {"new": shift, "block": block, "old": old, "zero": 0.0}[exps_from])  # (..., Lq, block)
 
     def fold(x, part, by):
-        return alpha * (x + part) if by == "whole" else factors[by] * x + part
+        if by == "whole":
+            return alpha * (x + part)
+        return x + alpha * part if by == "moved" else factors[by] * x + part
 
-    l_new = fold(l, p.sum(axis=-1, keepdims=True), by_l)
+    l_new = fold(l, p.sum(axis=-1, keepdims=keepdims), by_l)
     acc_new = fold(acc, p @ v, by_acc)
     if normalised:
         acc_new = acc_new / l_new
@@ -192,6 +195,15 @@ SLIPS: tuple[Slip, ...] = (
     _slip("α also multiplies the block's part of acc: α · (acc + P @ v)",
           "the block's exponentials are already measured from m_new: acc_new = α · acc + P @ v.",
           _FOLDS, by_acc="whole"),
+    # α on the block's part instead of the old sum.
+    _slip("α multiplies the block's part instead of the old sums: l + α · P.sum(-1), acc + α · (P @ v)",
+          "α converts the old sums, measured from the old maximum, to the new one; the block's exponentials "
+          "are already measured from m_new: l_new = α · l + P.sum(-1), acc_new = α · acc + P @ v.",
+          _FOLDS, by_l="moved", by_acc="moved"),
+    _slip("α multiplies the block's part of l instead of the old l: l + α · P.sum(-1)",
+          "α belongs to the old sum: l_new = α · l + P.sum(-1).", _FOLDS, by_l="moved"),
+    _slip("α multiplies the block's part of acc instead of the old acc: acc + α · (P @ v)",
+          "α belongs to the old sum: acc_new = α · acc + P @ v.", _FOLDS, by_acc="moved"),
     # Which maximum the block's exponentials are measured from.
     _slip("the block's exponentials measured from the block's maximum, not from m_new",
           "l and acc are measured from m_new = max(m, the block's maximum): P = e^(scores - m_new), or the "
@@ -238,6 +250,9 @@ SLIPS: tuple[Slip, ...] = (
           "there {new} is -inf, and -inf - (-inf) is NaN: subtract 0 instead where it is -inf, "
           "shift = np.where(np.isfinite({var}), {var}, 0.0), so that l and {acc} stay 0.", (UPDATE, MERGE),
           guard=False),
+    _slip("the block's row sums lost their axis: P.sum(-1) without keepdims=True",
+          "P.sum(-1) has shape (..., Lq) and l (..., Lq, 1): added, they broadcast to (..., Lq, Lq). "
+          "Keep the axis: P.sum(axis=-1, keepdims=True).", (UPDATE,), keepdims=False),
     # The division by l.
     _slip("returned {acc} / l: the state's {acc} is unnormalised",
           "a state keeps the unnormalised sum {acc}, so that more keys can be folded in later; only the final "
