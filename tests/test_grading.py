@@ -256,7 +256,7 @@ def test_every_catalogued_mistake_has_a_name_and_a_hint():
     for task in all_tasks():
         for mistake in task.mistakes:
             assert mistake.name and (mistake.hint or mistake.in_place), (task.id, mistake.name)
-            assert (mistake.impl is not None) or (mistake.value is not None), (task.id, mistake.name)
+            assert sum(x is not None for x in (mistake.impl, mistake.value, mistake.raises)) == 1, (task.id, mistake.name)
 
 
 # --- PyTorch answers (lesson 03) and online-softmax states (lesson 04) ---------------------------
@@ -283,7 +283,7 @@ def test_a_torch_check_leaves_the_thread_count_and_the_random_state_as_it_found_
     torch.manual_seed(0)
     state = torch.get_rng_state()
     result = judge(get_task("03.mha_mask"), attend_without_mask, seed=1)
-    assert result.mistake == "mask not passed", result.text()
+    assert result.mistake == "mask not applied", result.text()
     assert judge(get_task("03.forward"), get_task("03.forward").reference, seed=1).status == PASSED
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.get_rng_state(), state), "a check must not draw from the learner's torch RNG"

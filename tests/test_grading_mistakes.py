@@ -18,6 +18,8 @@ from crossmodal_edu.grading.spec import IN_PLACE, FunctionTask, PredictionTask
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
 from learner_mistakes_02b import LEARNER_MISTAKES_02B  # lesson 02b's, in a file of their own
 from learner_mistakes_07 import LEARNER_MISTAKES_07, RIGHT_ANSWERS_07  # lesson 07's, likewise
+from learner_mistakes_attention import (  # the shared attention slips
+    LEARNER_MISTAKES_ATTENTION, RIGHT_ANSWERS_ATTENTION, VARIANTS_ATTENTION)
 from learner_mistakes_04_05 import LEARNER_MISTAKES_0405, RIGHT_ANSWERS_0405, VARIANTS_0405  # 04 and 05: more
 
 SEEDS = (0, 1, 2)
@@ -1223,7 +1225,7 @@ LEARNER_MISTAKES = {
     },
     "01.masked_attention": {
         "mask applied after the softmax": masked_after_softmax,
-        "masked scores filled with 0 instead of −inf": masked_fill_zero,
+        "hidden scores set to 0 instead of −inf": masked_fill_zero,
         "inverted mask (True treated as 'ignore')": masked_inverted,
         "mask not applied": masked_ignored,
         "a query that may see no key gets NaN": masked_nan_rows,
@@ -1238,15 +1240,15 @@ LEARNER_MISTAKES = {
     "02.cross_attention": {
         "no 1/√d_k scaling": cross_unscaled,
         "scaled by √query_dim (the width of x) instead of √d_k": cross_by_query_dim,
-        "scaled by √context_dim instead of √d_k": cross_by_context_dim,
+        "scaled by √context_dim (the width of the context) instead of √d_k": cross_by_context_dim,
         "softmax over the wrong axis (the queries, not the keys)": cross_softmax_over_queries,
         "forgot W_O: the output is left in the values' width d_v": cross_without_W_O,
         "x and context swapped: the context asks and x answers": cross_context_asks,
         "keys and values projected from x (self-attention), not from the context": cross_self_attention,
     },
     "02.padded_cross_attention": {
-        "inverted mask (True treated as 'ignore', nn.MultiheadAttention's convention)": padded_inverted,
-        "padding filled with 0 instead of −inf": padded_fill_zero,
+        "inverted mask (True treated as 'ignore')": padded_inverted,
+        "hidden scores set to 0 instead of −inf": padded_fill_zero,
         "mask applied after the softmax": padded_after_softmax,
         "mask not applied": padded_ignored,
         "mask not broadcast over the queries": padded_not_broadcast,
@@ -1270,7 +1272,7 @@ LEARNER_MISTAKES = {
     "03.forward": {
         "no 1/√head_dim scaling": forward_unscaled,
         "scaled by √(num_heads * head_dim) instead of √head_dim": forward_by_inner_dim,
-        "scaled by √query_dim instead of √head_dim": forward_by_query_dim,
+        "scaled by √query_dim (the width of x) instead of √head_dim": forward_by_query_dim,
         "softmax over the wrong axis (the queries, not the keys)": forward_softmax_over_queries,
         "inverted mask (True treated as 'ignore')": forward_mask_inverted,
         "mask not applied": forward_mask_ignored,
@@ -1281,7 +1283,7 @@ LEARNER_MISTAKES = {
     },
     "03.mha_mask": {
         "key_padding_mask not inverted (it means True = ignore)": mha_mask_not_inverted,
-        "mask not passed": mha_without_mask,
+        "mask not applied": mha_without_mask,
         "biases not copied": mha_without_biases,
         "to_q.weight copied transposed": mha_q_transposed,
         "to_k and to_v swapped": mha_k_v_swapped,
@@ -1438,6 +1440,8 @@ LEARNER_MISTAKES = {
 }
 LEARNER_MISTAKES.update(LEARNER_MISTAKES_02B)
 LEARNER_MISTAKES.update(LEARNER_MISTAKES_07)
+for task_id, more in LEARNER_MISTAKES_ATTENTION.items():
+    LEARNER_MISTAKES.setdefault(task_id, {}).update(more)
 for task_id, more in LEARNER_MISTAKES_0405.items():
     LEARNER_MISTAKES.setdefault(task_id, {}).update(more)
 
@@ -1480,8 +1484,10 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
             assert "Hint: " in result.text() and "seed" in result.text()
 
 
-@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS_07 + RIGHT_ANSWERS_0405,
-                         ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS_07 + RIGHT_ANSWERS_0405])
+RIGHT_ANSWERS = RIGHT_ANSWERS_07 + RIGHT_ANSWERS_ATTENTION + RIGHT_ANSWERS_0405
+
+
+@pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS])
 def test_a_right_answer_written_unusually_passes(task_id, fn):
     task = get_task(task_id)
     for seed in SEEDS:
@@ -1492,8 +1498,9 @@ def test_a_right_answer_written_unusually_passes(task_id, fn):
 @pytest.mark.parametrize("task", FUNCTION_TASKS, ids=lambda t: t.id)
 def test_the_catalogues_own_version_of_each_mistake_is_named_as_itself(task):
     for mistake in task.mistakes:
-        for seed in SEEDS:
-            assert judge(task, mistake.impl, seed).mistake == mistake.name, (task.id, mistake.name, seed)
+        for impl in (mistake.impl, *mistake.also) if mistake.impl is not None else ():  # `raises` ones: above
+            for seed in SEEDS:
+                assert judge(task, impl, seed).mistake == mistake.name, (task.id, mistake.name, seed)
 
 
 @pytest.mark.parametrize("task", FUNCTION_TASKS, ids=lambda t: t.id)

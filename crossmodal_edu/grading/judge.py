@@ -20,6 +20,8 @@ How a wrong function is diagnosed, in order:
 from __future__ import annotations
 
 import linecache
+import math
+import re
 import sys
 import sysconfig
 import traceback
@@ -32,6 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from crossmodal_edu.compare import to_numpy
+from crossmodal_edu.grading.difference import describe_difference, describe_shape
 from crossmodal_edu.grading.remote import RemoteFunction
 from crossmodal_edu.grading.result import ERROR, FAILED, NOT_ATTEMPTED, PASSED, Result
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, PredictionTask, Task
@@ -86,6 +89,10 @@ def _snapshot(value: Any) -> Optional[np.ndarray]:
     return None
 
 
+def _is_tensor(value: Any) -> bool:
+    return hasattr(value, "detach") and hasattr(value, "clone") and not isinstance(value, np.ndarray)
+
+
 def _call(fn: Callable[..., Any], case: Case) -> _Outcome:
     args, options = case.fresh()
     before = [_snapshot(a) for a in args]
@@ -122,14 +129,18 @@ def _close(a: Any, b: Any, rtol: float, atol: float) -> bool:
     return False
 
 
-def _agrees(learner: list[_Outcome], mistake: list[_Outcome], task: FunctionTask) -> bool:
+def _tolerance(task: FunctionTask, case: Case) -> tuple[float, float]:
+    return (task.rtol if case.rtol is None else case.rtol), (task.atol if case.atol is None else case.atol)
+
+
+def _agrees(learner: list[_Outcome], mistake: list[_Outcome], task: FunctionTask, cases: list[Case]) -> bool:
     both_returned = False
-    for mine, theirs in zip(learner, mistake):
+    for mine, theirs, case in zip(learner, mistake, cases):
         if mine.error is not None or theirs.error is not None:
             if mine.error is None or theirs.error is None or type(mine.error) is not type(theirs.error):
                 return False
             continue
-        if not _close(mine.value, theirs.value, task.rtol, task.atol):
+        if not _close(mine.value, theirs.value, *_tolerance(task, case)):
             return False
         both_returned = True
     return both_returned
@@ -291,7 +302,50 @@ def _not_implemented(outcomes: list[_Outcome]) -> Optional[NotImplementedError]:
     return None
 
 
-def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
+def _judge_function(task: FunctionTask, fn: Any, seed: int, helpers: bool = True) -> Result:
+    """:func:`_judge_answer`, and when the answer fails, whether a function of the learner's that it
+    calls is their answer to another task that fails its own check: that is where to look first."""
+    result = _judge_answer(task, fn, seed)
+    if result.status in (FAILED, ERROR) and helpers:
+        for other, helper in _tasks_it_calls(task, fn):
+            theirs = _judge_function(other, helper, seed, helpers=False)
+            if theirs.status in (FAILED, ERROR):
+                result.details.insert(0, (
+                    f"Look at your `{other.name}` first: it is your answer to task {other.id}, `{task.name}` "
+                    f"calls it, and it does not pass its own check ({theirs.summary}). Fix it and re-check "
+                    f"it with check(\"{other.id}\", {other.name})."))
+    return result
+
+
+def _names_used(code) -> set[str]:
+    """The global names a function's code (and the code nested in it) reads."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_used(const)
+    return names
+
+
+def _tasks_it_calls(task: FunctionTask, fn: Any) -> list[tuple[FunctionTask, Callable[..., Any]]]:
+    """The other function tasks whose function (by its name in the learner's namespace) ``fn``
+    calls: ``attention`` calling the learner's own ``softmax``, say."""
+    code, namespace = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if code is None or not isinstance(namespace, dict) or isinstance(fn, RemoteFunction):
+        return []
+    from crossmodal_edu.grading.tasks import all_tasks  # the catalogue imports this module's neighbours
+
+    used = _names_used(code)
+    found = []
+    for other in all_tasks():
+        if not isinstance(other, FunctionTask) or other.id == task.id or other.name not in used:
+            continue
+        helper = namespace.get(other.name)
+        if callable(helper) and helper is not fn and hasattr(helper, "__code__"):
+            found.append((other, helper))
+    return found
+
+
+def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
     if fn is None or fn is Ellipsis:
         return _result(task, NOT_ATTEMPTED, f"not attempted yet: `{task.name}` is {fn!r}")
     if not callable(fn):
@@ -310,15 +364,20 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
 
     for case, outcome in zip(cases, mine):
         if outcome.changed is not None:
-            hint = (f"your function changed its input `{outcome.changed}` in place (an in-place "
-                    f"operation such as `{outcome.changed} -= …` or `{outcome.changed}[...] = …`); "
-                    f"work on a new array instead: `{outcome.changed} = {outcome.changed} - …`")
+            name = outcome.changed
+            if _is_tensor(case.inputs[name]):
+                fix = (f"work on a copy instead: `{name} = {name}.clone()` first, or an operation that "
+                       f"returns a new tensor (`{name} - …`, `torch.where(…)`, `.masked_fill(…)` without the _)")
+            else:
+                fix = f"work on a new array instead: `{name} = {name} - …`, or `{name} = {name}.copy()` first"
+            hint = (f"your function changed its input `{name}` in place (an in-place operation such as "
+                    f"`{name} -= …`, `{name}[...] = …` or a method ending in _); {fix}")
             return _result(task, FAILED, f"mistake found: {IN_PLACE}", [f"Hint: {hint}",
                            f"Seen on: {case.describe()}"], mistake=IN_PLACE, seed=seed)
 
     expected = [_as_arrays(_reference(task, case)) for case in cases]
     unpacked = [(_unpack(task, o.value) if o.error is None else (None, None)) for o in mine]
-    right = [o.error is None and _close(o.value, e, task.rtol, task.atol) for o, e in zip(mine, expected)]
+    right = [o.error is None and _close(o.value, e, *_tolerance(task, c)) for o, e, c in zip(mine, expected, cases)]
 
     if all(right):
         for case, (outputs, _) in zip(cases, unpacked):
@@ -333,14 +392,26 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
     catalogue = sorted((m for m in task.mistakes if m.impl is not None and not m.in_place),
                        key=lambda m: m.name != task.planted)
     for mistake in catalogue:
-        theirs = [_call(task.run(mistake.impl), case) for case in cases]
-        if _agrees(mine, theirs, task):
-            if mistake.name == task.planted:
-                return _result(task, NOT_ATTEMPTED,
-                               "not fixed yet: it still behaves like the buggy version you were given",
-                               mistake=mistake.name)
-            return _result(task, FAILED, f"mistake found: {mistake.name}", [f"Hint: {mistake.hint}"],
-                           mistake=mistake.name, seed=seed)
+        if not any(_agrees(mine, [_call(task.run(impl), case) for case in cases], task, cases)
+                   for impl in (mistake.impl, *mistake.also)):
+            continue
+        if mistake.name == task.planted:
+            return _result(task, NOT_ATTEMPTED,
+                           "not fixed yet: it still behaves like the buggy version you were given",
+                           mistake=mistake.name)
+        return _result(task, FAILED, f"mistake found: {mistake.name}", [f"Hint: {mistake.hint}"],
+                       mistake=mistake.name, seed=seed)
+
+    for mistake in task.mistakes:
+        if mistake.raises is None:
+            continue
+        for case, outcome in zip(cases, mine):
+            if outcome.error is not None and re.search(mistake.raises, _error_text(outcome.error)):
+                where = _where(outcome.error, fn)
+                return _result(task, FAILED, f"mistake found: {mistake.name}",
+                               [f"Hint: {mistake.hint}", f"It raised {_error_text(outcome.error)}"]
+                               + ([f"In {where}"] if where else []) + [f"Seen on: {case.describe()}"],
+                               mistake=mistake.name, seed=seed)
 
     first_wrong = right.index(False)
     case, outcome = cases[first_wrong], mine[first_wrong]
@@ -356,18 +427,38 @@ def _judge_function(task: FunctionTask, fn: Any, seed: int) -> Result:
     reference_outputs, _ = _unpack(task, expected[first_wrong])
     for name, a, b in zip(task.outputs, outputs, reference_outputs):
         if a.shape != b.shape:
-            same_size = " (the same number of entries: a missing transpose or reshape?)" if a.size == b.size else ""
+            how = describe_shape(a, b)
             return _result(task, FAILED, f"`{name}` has the wrong shape",
                            [f"`{name}` has shape {tuple(a.shape)}, but it should have shape "
-                            f"{tuple(b.shape)}{same_size}", seen], seed=seed)
-    deviation = _deviation(task, outputs, reference_outputs)
+                            f"{tuple(b.shape)}" + (f": {how}" if how else ""), seen], seed=seed)
+    deviation = [_deviation(task, outputs, reference_outputs).capitalize(),
+                 *_how_it_differs(task, case, outputs, reference_outputs)]
     for prop in task.properties:
         problem = _checked_property(prop, run, case, outputs)
         if problem:
-            return _result(task, FAILED, f"not yet: {prop.name}",
-                           [f"But {problem}", deviation.capitalize(), seen], seed=seed)
+            return _result(task, FAILED, f"not yet: {prop.name}", [f"But {problem}", *deviation, seen], seed=seed)
     return _result(task, FAILED, "not yet: every property holds, but the values differ from the reference",
-                   [deviation.capitalize(), seen], seed=seed)
+                   [*deviation, seen], seed=seed)
+
+
+def _how_it_differs(task: FunctionTask, case: Case, mine: tuple[np.ndarray, ...],
+                    expected: tuple[np.ndarray, ...]) -> list[str]:
+    """Which outputs are right and which are not, and what kind of difference each wrong one shows."""
+    lines, wrong = [], []
+    for name, a, b in zip(task.outputs, mine, expected):
+        if name in task.unreported:
+            continue
+        if not _close(a, b, *_tolerance(task, case)):
+            wrong.append(name)
+            how = describe_difference(a, b)
+            if how:
+                lines.append(f"`{name}`: {how}")
+    shown = [n for n in task.outputs if n not in task.unreported]
+    if len(shown) > 1 and 0 < len(wrong) < len(shown):
+        right = [n for n in shown if n not in wrong]
+        lines.insert(0, f"{' and '.join(f'`{n}`' for n in right)} {'is' if len(right) == 1 else 'are'} right; "
+                        f"{' and '.join(f'`{n}`' for n in wrong)} {'is' if len(wrong) == 1 else 'are'} not")
+    return lines
 
 
 def _checked_property(prop, fn, case: Case, outputs) -> Optional[str]:
@@ -410,8 +501,47 @@ def _judge_prediction(task: PredictionTask, value: Any) -> Result:
         if same:
             return _result(task, FAILED, f"not quite: {mistake.name}", [f"Hint: {mistake.hint}"],
                            mistake=mistake.name)
+    direction = _how_far(value, task.answer)
     return _result(task, FAILED, f"not quite: {_shown(value)} is not what happens",
-                   ["Run the experiment below, then think again."])
+                   ([direction] if direction else []) + ["Run the experiment below, then think again."])
+
+
+def _rough(factor: float) -> str:
+    """A factor said roughly, so that it points the way without giving the answer: ``about 3``."""
+    if factor < 1.25:
+        return "less than 25%"
+    if factor < 1.75:
+        return "about 1.5 times"
+    digits = 10 ** math.floor(math.log10(factor))
+    return f"about {round(factor / digits) * digits:g} times"
+
+
+def _how_far(value: Any, answer: Any) -> Optional[str]:
+    """Which way a wrong prediction is off, and roughly by how much: ``too large, by about 3 times``;
+    for a shape, which axes are wrong. ``None`` for anything else."""
+    if isinstance(answer, tuple):
+        try:
+            mine = tuple(int(n) for n in value)
+        except (TypeError, ValueError):
+            return None
+        if len(mine) != len(answer):
+            return f"It has {len(mine)} axes; the real one has {len(answer)}."
+        wrong = [i for i, (m, a) in enumerate(zip(mine, answer)) if m != a]
+        return f"The number of axes is right; {'axis' if len(wrong) == 1 else 'axes'} {', '.join(map(str, wrong))} {'is' if len(wrong) == 1 else 'are'} not."
+    try:
+        mine, real = float(value), float(answer)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(mine) and math.isfinite(real)) or real == 0:
+        return None
+    if mine == 0:
+        return "It is not 0."
+    if (mine < 0) != (real < 0):
+        return f"The sign is wrong: it is {'positive' if real > 0 else 'negative'}."
+    ratio = mine / real
+    if ratio > 1:
+        return f"It is too large, by {_rough(ratio)}."
+    return f"It is too small: the real value is larger by {_rough(1 / ratio)}."
 
 
 @contextmanager

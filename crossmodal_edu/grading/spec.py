@@ -37,12 +37,15 @@ class Case:
 
     ``inputs`` are passed positionally, in order (their names are only for messages, so a learner
     may name the parameters as they like); ``options`` are passed by keyword (``axis=1``).
-    ``note`` says what is special about the case ("logits near 10 000"), for messages.
+    ``note`` says what is special about the case ("logits near 10 000"), for messages. ``rtol`` and
+    ``atol``, when given, replace the task's tolerances on this case (one in float32, say).
     """
 
     inputs: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    rtol: Optional[float] = None  # looser tolerances for this case than the task's (a float32 case, say)
+    atol: Optional[float] = None
 
     def fresh(self) -> tuple[list[Any], dict[str, Any]]:
         """Deep copies of the arguments, so that no call can change what the next call sees."""
@@ -66,7 +69,11 @@ class Mistake:
     ``name`` is what the learner is told they did ("softmax over the queries axis"), ``hint`` what to
     change. ``impl`` is the mistake as code, with the task function's signature; ``value`` is the
     wrong prediction that reveals it (prediction tasks). A mistake with ``in_place=True`` is
-    recognised by the inputs changing, not by its output.
+    recognised by the inputs changing, not by its output. A mistake with ``raises`` (a regular
+    expression) is recognised by the exception the learner's function raises: its type and message,
+    ``"TypeError: ..."``, must match (``re.search``); it needs no ``impl``. ``also`` holds other ways
+    of writing the same mistake that give other outputs (a row with nothing to see left NaN by one
+    softmax and zero by another): agreeing with any of them names it.
     """
 
     name: str
@@ -74,6 +81,8 @@ class Mistake:
     impl: Optional[Callable[..., Any]] = None
     value: Any = None
     in_place: bool = False
+    raises: Optional[str] = None
+    also: tuple[Callable[..., Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks.attention_slips import attention_mistakes, numpy_attention, slip_name
 from crossmodal_edu.grading.tasks.properties import (
     a_number,
     between_0_and_1,
@@ -45,12 +46,18 @@ def _softmax_cases(rng: np.random.Generator) -> list[Case]:
     L = int(rng.integers(3, 6))
     levels = rng.choice([-1e4, 0.0, 1e4], size=(B, Lq, 1))
     levels[0, :2, 0] = [1e4, -1e4]  # at least two rows far apart
+    spread = rng.normal(size=(B, Lq, Lk))
+    spread[:, :, 0] -= 900.0  # inside each slice, logits from about -900 to +900: only the maximum
+    spread[:, :, 1] += 900.0  # keeps every exponent below 709 (the minimum or the mean overflow)
     return [
         Case({"z": 2 * rng.normal(size=(B, Lq, Lk))}),
         Case({"z": 1e4 + rng.normal(size=(B, Lq, Lk))}, note="logits near 10 000"),
         Case({"z": levels + rng.normal(size=(B, Lq, Lk))}, note="rows at very different levels"),
+        Case({"z": spread}, note="logits from -900 to +900 inside one row"),
         Case({"z": rng.normal(size=(B, Lq, Lk))}, {"axis": 1}),
+        Case({"z": rng.normal(size=(Lk, B, Lq))}, {"axis": 0}, note="softmax along the first axis"),
         Case({"z": rng.normal(size=(L, L))}, note="a square matrix"),
+        Case({"z": 3 * rng.normal(size=Lk)}, note="a single vector of scores"),
     ]
 
 
@@ -61,6 +68,24 @@ def _axis(case: Case) -> int:
 def _softmax_no_max(z, axis=-1):
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_min(z, axis=-1):
+    e = np.exp(z - z.min(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_max_in_numerator_only(z, axis=-1):
+    return np.exp(z - z.max(axis=axis, keepdims=True)) / np.exp(z).sum(axis=axis, keepdims=True)
+
+
+def _softmax_max_along_last(z, axis=-1):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _softmax_default_axis_0(z, axis=0):
+    return reference.softmax(z, axis=axis)
 
 
 def _softmax_global_max(z, axis=-1):
@@ -122,6 +147,19 @@ SOFTMAX = FunctionTask(
                 "np.exp(z) overflows to inf once z exceeds about 709, and inf / inf is NaN. Subtract "
                 "the maximum first: z - z.max(axis=axis, keepdims=True); it changes nothing else.",
                 _softmax_no_max),
+        Mistake("subtracted the minimum (or the mean), not the maximum",
+                "any constant may be subtracted in exact arithmetic, but only the maximum keeps every "
+                "exponent at most 0: with logits far apart in one row, e^(z - min) overflows to inf.",
+                _softmax_min),
+        Mistake("the maximum subtracted in the numerator only",
+                "softmax(z) = e^(z - m) / Σ e^(z - m): the denominator must use the same shifted exponentials, "
+                "or e^z overflows there.", _softmax_max_in_numerator_only),
+        Mistake("the maximum taken along the last axis, the sum along `axis`",
+                "the shift must be constant within each slice you normalise: take the maximum along `axis` too.",
+                _softmax_max_along_last),
+        Mistake("the default is not axis=-1",
+                "the signature is softmax(z, axis=-1): without an `axis`, the softmax runs along the last axis.",
+                _softmax_default_axis_0),
         Mistake("subtracted the maximum of the whole array, not of each row",
                 "z.max() is one number for the whole array; a row far below it underflows to 0 / 0. "
                 "Take one maximum per slice: z.max(axis=axis, keepdims=True).",
@@ -238,26 +276,6 @@ ATTENTION_PROPERTIES = (
 )
 
 
-def _att_no_scale(q, k, v):
-    return _sdpa(q, k, v, 1.0)
-
-
-def _att_by_d_k(q, k, v):
-    return _sdpa(q, k, v, 1 / q.shape[-1])
-
-
-def _att_by_d_v(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(v.shape[-1]))
-
-
-def _att_by_Lk(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(k.shape[-2]))
-
-
-def _att_softmax_queries(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(q.shape[-1]), axis=-2)
-
-
 def _att_k_not_transposed(q, k, v):
     weights = reference.softmax(q @ k / np.sqrt(q.shape[-1]))
     return weights @ v, weights
@@ -278,10 +296,6 @@ def _att_swapped_return(q, k, v):
     return weights, out
 
 
-def _att_naive_softmax(q, k, v):
-    return _sdpa(q, k, v, 1 / np.sqrt(q.shape[-1]), softmax=_softmax_no_max)
-
-
 def _att_in_place(q, k, v):
     q /= np.sqrt(q.shape[-1])
     return _sdpa(q, k, v, 1.0)
@@ -298,21 +312,8 @@ ATTENTION = FunctionTask(
     outputs=("out", "weights"),
     properties=ATTENTION_PROPERTIES,
     mistakes=(
-        Mistake("no 1/√d_k scaling",
-                "divide the scores by np.sqrt(d_k), with d_k = q.shape[-1]: without it the scores "
-                "grow with the width and the softmax saturates.", _att_no_scale),
-        Mistake("divided by d_k instead of √d_k",
-                "the scores' standard deviation is √d_k, so divide by np.sqrt(d_k), not by d_k.",
-                _att_by_d_k),
-        Mistake("scaled by √d_v (the values' width) instead of √d_k",
-                "d_k is the width of the queries and keys, q.shape[-1]; v.shape[-1] is d_v.",
-                _att_by_d_v),
-        Mistake("scaled by √Lk (the number of keys) instead of √d_k",
-                "d_k is the width of a query, q.shape[-1], not the number of keys k.shape[-2].",
-                _att_by_Lk),
-        Mistake("softmax over the wrong axis (the queries, not the keys)",
-                "each query spreads one unit of attention over the keys: softmax along the last "
-                "axis of the (..., Lq, Lk) scores, axis=-1.", _att_softmax_queries),
+        *attention_mistakes("01.attention", lambda slip: lambda q, k, v: numpy_attention(q, k, v, slip=slip),
+                            has={"scale", "softmax", "large"}),
         Mistake("K not transposed (q @ k)",
                 "scores[i, j] = q_i · k_j needs q @ k.swapaxes(-1, -2): (..., Lq, d_k) @ (..., d_k, Lk).",
                 _att_k_not_transposed),
@@ -323,9 +324,6 @@ ATTENTION = FunctionTask(
                 "the output mixes the values: weights @ v, of shape (..., Lq, d_v).", _att_weights_at_k),
         Mistake("returns (weights, out) instead of (out, weights)",
                 "return the output first, then the weights: return out, weights.", _att_swapped_return),
-        Mistake("softmax without max subtraction",
-                "your softmax overflows at large scores (NaN): fix it in task 1 (subtract the row maximum).",
-                _att_naive_softmax),
         Mistake(IN_PLACE, "", _att_in_place, in_place=True),
     ),
 )
@@ -362,40 +360,6 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
 
 def _scores(q, k):
     return q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])  # (..., Lq, Lk)
-
-
-def _stable_softmax(z):
-    """The learner's softmax from task 1: stable, but NaN on a row that is entirely -inf."""
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _masked_after_softmax(q, k, v, mask):
-    weights = reference.softmax(_scores(q, k)) * mask
-    return weights @ v, weights
-
-
-def _masked_fill_zero(q, k, v, mask):
-    weights = reference.softmax(np.where(mask, _scores(q, k), 0.0))
-    return weights @ v, weights
-
-
-def _masked_inverted(q, k, v, mask):
-    return reference.scaled_dot_product_attention(q, k, v, ~mask)
-
-
-def _masked_ignored(q, k, v, mask):
-    return reference.scaled_dot_product_attention(q, k, v)
-
-
-def _masked_nan_rows(q, k, v, mask):
-    weights = _stable_softmax(np.where(mask, _scores(q, k), -np.inf))
-    return weights @ v, weights
-
-
-def _masked_uniform_rows(q, k, v, mask):
-    weights = reference.softmax(np.where(mask, _scores(q, k), -1e9))
-    return weights @ v, weights
 
 
 def _may_see(case: Case) -> np.ndarray:
@@ -441,29 +405,10 @@ MASKED_ATTENTION = FunctionTask(
                     "the weights of query", rows=lambda case, sums: _may_see(case).any(axis=-1)),
         Property("`out` must equal `weights @ v`", _out_is_weights_at_v),
     ),
-    mistakes=(
-        Mistake("mask applied after the softmax",
-                "multiplying the weights by the mask zeroes the masked keys but leaves the other "
-                "weights summing to less than 1. Put -inf into the masked scores before the softmax.",
-                _masked_after_softmax),
-        Mistake("masked scores filled with 0 instead of −inf",
-                "e^0 = 1, so masked keys still get weight; fill with -np.inf, for which e^-inf = 0.",
-                _masked_fill_zero),
-        Mistake("inverted mask (True treated as 'ignore')",
-                "in this course True means 'may attend': keep the scores where mask is True, "
-                "np.where(mask, scores, -np.inf).", _masked_inverted),
-        Mistake("mask not applied", "the mask must change the scores before the softmax.",
-                _masked_ignored),
-        Mistake("a query that may see no key gets NaN",
-                "when every key of a row is masked, its maximum is -inf and -inf - (-inf) is NaN. "
-                "Find those rows with mask.any(axis=-1, keepdims=True) and give them zero weights.",
-                _masked_nan_rows),
-        Mistake("a query that may see no key gets uniform weights",
-                "a large negative number instead of -inf spreads a fully masked row evenly over keys "
-                "it may not see; such a query should get zero weights and a zero output.",
-                _masked_uniform_rows),
-    ),
-    planted="mask applied after the softmax",
+    mistakes=attention_mistakes(
+        "01.masked_attention", lambda slip: lambda q, k, v, mask: numpy_attention(q, k, v, mask, slip=slip),
+        has={"scale", "softmax", "mask", "blind"}),
+    planted=slip_name("mask_after_softmax"),
 )
 
 TASKS = (SOFTMAX, SCORE_STD, ATTENTION, MASKED_ATTENTION)

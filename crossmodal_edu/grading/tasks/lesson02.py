@@ -10,6 +10,7 @@ import numpy as np
 
 from crossmodal_edu import numpy_attention as reference
 from crossmodal_edu.grading.spec import Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks.attention_slips import attention_mistakes, numpy_attention, slip_name
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.properties import a_shape, finite, first, first_value, has_shapes, sums_to_one
 
@@ -28,9 +29,9 @@ def _weights(rng, query_dim, context_dim, d_k, d_v, with_out=False):
 
 def _projection_cases(rng: np.random.Generator, with_out: bool = False) -> list[Case]:
     B = int(rng.integers(2, 4))
-    Lq, Lk = distinct(rng, 2, 2, 9)
-    query_dim, context_dim, d_k, d_v = distinct(rng, 4, 2, 9)
-    width, d_k2, d_v2 = distinct(rng, 3, 2, 9)
+    # Six different sizes, so that no size can stand in for another (√Lk for √d_k, say) ...
+    Lq, Lk, query_dim, context_dim, d_k, d_v = distinct(rng, 6, 2, 9)
+    width, d_k2, d_v2 = distinct(rng, 3, 2, 9)  # ... and one case where x and context are as wide
     normal = rng.normal
     return [
         Case({"x": normal(size=(B, Lq, query_dim)), "context": normal(size=(B, Lk, context_dim)),
@@ -38,6 +39,8 @@ def _projection_cases(rng: np.random.Generator, with_out: bool = False) -> list[
         # query_dim = context_dim only here: the one case on which mixing up x and context runs.
         Case({"x": normal(size=(Lq, width)), "context": normal(size=(Lk, width)),
               **_weights(rng, width, width, d_k2, d_v2, with_out)}, note="query_dim = context_dim"),
+        Case({"x": normal(size=(1, query_dim)), "context": normal(size=(Lk, context_dim)),
+              **_weights(rng, query_dim, context_dim, d_k, d_v, with_out)}, note="a single query, no batch dims"),
     ]
 
 
@@ -121,6 +124,25 @@ def _cross_shapes(case: Case):
     return x.shape, (*x.shape[:-1], context.shape[-2])
 
 
+_WORDS_02 = {"d_k_is": "q.shape[-1] = W_Q.shape[1]", "d_v": "d_v"}
+
+
+def _cross_slip(slip, masked=False):
+    """``cross_attention`` (or, ``masked``, ``padded_cross_attention``) with the shared slip ``slip``
+    planted (crossmodal_edu/grading/tasks/attention_slips.py)."""
+
+    def cross(x, context, W_Q, W_K, W_V, W_O, context_mask=None):
+        q, k, v = x @ W_Q, context @ W_K, context @ W_V
+        mask = None if context_mask is None else context_mask[..., None, :]  # (..., 1, Lk)
+        out, weights = numpy_attention(q, k, v, mask, slip=slip, query_dim=x.shape[-1],
+                                       context_dim=context.shape[-1])
+        return out @ W_O, weights
+
+    if masked:
+        return lambda x, context, W_Q, W_K, W_V, W_O, context_mask: cross(x, context, W_Q, W_K, W_V, W_O, context_mask)
+    return lambda x, context, W_Q, W_K, W_V, W_O: cross(x, context, W_Q, W_K, W_V, W_O)
+
+
 CROSS_PROPERTIES = (
     has_shapes(_cross_shapes, "out (..., Lq, query_dim): the queries' length and width; weights (..., Lq, Lk)"),
     finite(1, "weights"),
@@ -129,25 +151,20 @@ CROSS_PROPERTIES = (
 )
 
 
-def _ca_no_scale(x, context, W_Q, W_K, W_V, W_O):
-    return _cross(x, context, W_Q, W_K, W_V, W_O, scale=1.0)
-
-
-def _ca_by_query_dim(x, context, W_Q, W_K, W_V, W_O):
-    return _cross(x, context, W_Q, W_K, W_V, W_O, scale=1 / np.sqrt(x.shape[-1]))
-
-
-def _ca_by_context_dim(x, context, W_Q, W_K, W_V, W_O):
-    return _cross(x, context, W_Q, W_K, W_V, W_O, scale=1 / np.sqrt(context.shape[-1]))
-
-
-def _ca_softmax_queries(x, context, W_Q, W_K, W_V, W_O):
-    return _cross(x, context, W_Q, W_K, W_V, W_O, axis=-2)
-
-
 def _ca_no_W_O(x, context, W_Q, W_K, W_V, W_O):
     out, weights = _cross(x, context, W_Q, W_K, W_V, np.eye(W_V.shape[1]))
     return out, weights
+
+
+def _ca_plus_x(x, context, W_Q, W_K, W_V, W_O, context_mask=None):
+    out, weights = _cross_slip(None, masked=context_mask is not None)(
+        *((x, context, W_Q, W_K, W_V, W_O) + (() if context_mask is None else (context_mask,))))
+    return x + out, weights
+
+
+RESIDUAL_ADDED = Mistake(
+    "added x to the output: the residual belongs to the block (task 6), not to the attention",
+    "return what the attention computes, (weights @ v) @ W_O; the block adds it to the stream later.", _ca_plus_x)
 
 
 def _ca_roles_swapped(x, context, W_Q, W_K, W_V, W_O):
@@ -169,17 +186,9 @@ CROSS_ATTENTION = FunctionTask(
     outputs=("out", "weights"),
     properties=CROSS_PROPERTIES,
     mistakes=(
-        Mistake("no 1/√d_k scaling", "divide the scores by np.sqrt(d_k), with d_k = q.shape[-1].",
-                _ca_no_scale),
-        Mistake("scaled by √query_dim (the width of x) instead of √d_k",
-                "d_k is the width after the projection, q.shape[-1] = W_Q.shape[1], not x.shape[-1].",
-                _ca_by_query_dim),
-        Mistake("scaled by √context_dim instead of √d_k",
-                "d_k is the width after the projection, k.shape[-1] = W_K.shape[1], not context.shape[-1].",
-                _ca_by_context_dim),
-        Mistake("softmax over the wrong axis (the queries, not the keys)",
-                "each query spreads its attention over the context: softmax along the last axis.",
-                _ca_softmax_queries),
+        *attention_mistakes("02.cross_attention", _cross_slip, has={"scale", "softmax", "project"},
+                            words=_WORDS_02),
+        RESIDUAL_ADDED,
         Mistake("forgot W_O: the output is left in the values' width d_v",
                 "map the result back to the queries' width: (weights @ v) @ W_O, shape (..., Lq, query_dim).",
                 _ca_no_W_O),
@@ -236,7 +245,9 @@ WEIGHTS_SHAPE = PredictionTask(
 
 
 def _padded_case(rng, B, Lq, Lk, note=""):
-    query_dim, context_dim, d_k, d_v = distinct(rng, 4, 2, 9)
+    # Widths that differ from each other and, where there are enough sizes, from Lq and Lk.
+    free = [n for n in distinct(rng, 6, 2, 9) if n not in (Lq, Lk)]
+    query_dim, context_dim, d_k, d_v = free[:4] if len(free) >= 4 else distinct(rng, 4, 2, 9)
     lengths = rng.integers(1, Lk + 1, size=B)
     lengths[0], lengths[1] = Lk, int(rng.integers(1, Lk))  # one full caption, one padded
     return Case({"x": rng.normal(size=(B, Lq, query_dim)), "context": rng.normal(size=(B, Lk, context_dim)),
@@ -258,27 +269,6 @@ def _padded_cases(rng: np.random.Generator) -> list[Case]:
 
 def _padded_reference(x, context, W_Q, W_K, W_V, W_O, context_mask):
     return _cross_attention_reference(x, context, W_Q, W_K, W_V, W_O, context_mask)
-
-
-def _pad_inverted(x, context, W_Q, W_K, W_V, W_O, context_mask):
-    return _cross(x, context, W_Q, W_K, W_V, W_O, mask=~context_mask[:, None, :])
-
-
-def _pad_fill_zero(x, context, W_Q, W_K, W_V, W_O, context_mask):
-    q, k, v = x @ W_Q, context @ W_K, context @ W_V
-    scores = np.where(context_mask[:, None, :], q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]), 0.0)
-    weights = reference.softmax(scores)
-    return weights @ v @ W_O, weights
-
-
-def _pad_after_softmax(x, context, W_Q, W_K, W_V, W_O, context_mask):
-    q, k, v = x @ W_Q, context @ W_K, context @ W_V
-    weights = reference.softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])) * context_mask[:, None, :]
-    return weights @ v @ W_O, weights
-
-
-def _pad_ignored(x, context, W_Q, W_K, W_V, W_O, context_mask):
-    return _cross(x, context, W_Q, W_K, W_V, W_O)
 
 
 def _pad_not_broadcast(x, context, W_Q, W_K, W_V, W_O, context_mask):
@@ -313,15 +303,9 @@ PADDED_CROSS_ATTENTION = FunctionTask(
         *CROSS_PROPERTIES[1:],
     ),
     mistakes=(
-        Mistake("inverted mask (True treated as 'ignore', nn.MultiheadAttention's convention)",
-                "context_mask is True for real words: keep their scores, np.where(mask, scores, -np.inf).",
-                _pad_inverted),
-        Mistake("padding filled with 0 instead of −inf",
-                "e^0 = 1, so padded words still get weight; fill with -np.inf.", _pad_fill_zero),
-        Mistake("mask applied after the softmax",
-                "zeroing weights after the softmax leaves rows summing to less than 1; mask the scores before it.",
-                _pad_after_softmax),
-        Mistake("mask not applied", "padded words must get -inf scores before the softmax.", _pad_ignored),
+        *attention_mistakes("02.padded_cross_attention", lambda slip: _cross_slip(slip, masked=True),
+                            has={"scale", "softmax", "project", "mask"}, words=_WORDS_02),
+        RESIDUAL_ADDED,
         Mistake("mask not broadcast over the queries",
                 "context_mask is (B, Lk) and the scores (B, Lq, Lk): insert the queries axis, "
                 "context_mask[:, None, :], or NumPy lines its batch axis up with the queries.",
@@ -330,7 +314,7 @@ PADDED_CROSS_ATTENTION = FunctionTask(
                 "context_mask[:, :, None] is (B, Lk, 1): it masks queries, not keys. Use context_mask[:, None, :].",
                 _pad_wrong_axis),
     ),
-    planted="inverted mask (True treated as 'ignore', nn.MultiheadAttention's convention)",
+    planted=slip_name("mask_inverted"),
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Solutions: solutions/03_cross_attention_in_pytorch.ipynb. References: crossmodal
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch import nn
 from crossmodal_edu import numpy_attention as np_reference
 from crossmodal_edu.compare import to_numpy
 from crossmodal_edu.grading.spec import Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks.attention_slips import TORCH_WORDS, attention_mistakes, torch_attention
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.properties import (
     a_number,
@@ -100,7 +102,23 @@ def _forward_cases(rng: np.random.Generator) -> list[Case]:
                       "no mask"),
         # query_dim = context_dim only here: the one case on which keys from x run, so it can be named.
         _forward_case(rng, 2, Lq3, Lk3, width, width, H3, hd3, False, "query_dim = context_dim, no mask"),
+        _in_float32(_forward_case(rng, int(rng.integers(2, 4)), Lq, Lk, query_dim, context_dim, H, hd, True,
+                                  "in float32, padded captions")),
     ]
+
+
+def _in_float32(case: Case) -> Case:
+    """``case`` with its tensors and layers in float32, compared with float32's tolerances (the
+    hidden test runs the module in float32: an answer that only works in float64 fails here first)."""
+    def single(value):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.float()
+        if isinstance(value, nn.Module):
+            return copy.deepcopy(value).float()
+        return value
+
+    return Case({name: single(value) for name, value in case.inputs.items()}, case.options, case.note,
+                rtol=1e-4, atol=1e-5)
 
 
 def _module_holding(to_q, to_k, to_v, to_out, num_heads) -> MultiHeadCrossAttention:
@@ -147,31 +165,18 @@ def _forward(x, context, to_q, to_k, to_v, to_out, H, context_mask, scale=None, 
     return (to_out(heads) if project_out else heads), weights
 
 
-def _fw_no_scale(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-                    scale=lambda hd, x, inner: 1.0)
+def _fw_slip(slip):
+    """``cross_attention_forward`` with the shared slip ``slip`` planted
+    (crossmodal_edu/grading/tasks/attention_slips.py)."""
 
+    def forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+        q, k, v = _split(to_q(x), num_heads), _split(to_k(context), num_heads), _split(to_v(context), num_heads)
+        mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        heads, weights = torch_attention(q, k, v, mask, slip=slip, query_dim=x.shape[-1],
+                                         context_dim=context.shape[-1], inner=to_q.out_features)
+        return to_out(_merge(heads)), weights
 
-def _fw_by_inner(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-                    scale=lambda hd, x, inner: 1 / math.sqrt(inner))
-
-
-def _fw_by_query_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
-                    scale=lambda hd, x, inner: 1 / math.sqrt(x.shape[-1]))
-
-
-def _fw_softmax_queries(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, dim=-2)
-
-
-def _fw_mask_inverted(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, keep=lambda m: ~m)
-
-
-def _fw_mask_ignored(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
-    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, keep=lambda m: None)
+    return forward
 
 
 def _fw_no_to_out(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -185,6 +190,15 @@ def _fw_kv_from_x(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=
 def _fw_split_view_only(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
                     split=lambda t, H: _split_view_only(t, H))
+
+
+def _split_order_swapped(t, H):
+    B, L, D = t.shape
+    return t.view(B, L, D // H, H).permute(0, 3, 1, 2)  # (B, H, L, hd), the features taken in the wrong order
+
+
+def _fw_split_order_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, split=_split_order_swapped)
 
 
 def _fw_merge_reshape_only(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -226,23 +240,10 @@ FORWARD = FunctionTask(
         Property("padded words must get zero weight", _padded_words_zero),
     ),
     mistakes=(
-        Mistake("no 1/√head_dim scaling",
-                "divide the scores by math.sqrt(head_dim), the width of one head: q.shape[-1].", _fw_no_scale),
-        Mistake("scaled by √(num_heads * head_dim) instead of √head_dim",
-                "each head has its own softmax over its own head_dim-wide dot products: divide by "
-                "math.sqrt(head_dim), not by the width of all heads together.", _fw_by_inner),
-        Mistake("scaled by √query_dim instead of √head_dim",
-                "head_dim is the width of one head after the projection, q.shape[-1], not x.shape[-1].",
-                _fw_by_query_dim),
-        Mistake("softmax over the wrong axis (the queries, not the keys)",
-                "each query spreads its attention over the context: .softmax(dim=-1) on (B, num_heads, Lq, Lk).",
-                _fw_softmax_queries),
-        Mistake("inverted mask (True treated as 'ignore')",
-                "context_mask is True for real words: fill the scores where it is False, "
-                "scores.masked_fill(~context_mask[:, None, None, :], float('-inf')).", _fw_mask_inverted),
-        Mistake("mask not applied",
-                "when context_mask is given, padded words must get -inf scores before the softmax.",
-                _fw_mask_ignored),
+        *attention_mistakes(
+            "03.forward", _fw_slip, has={"scale", "softmax", "mask", "project", "heads"},
+            words={**TORCH_WORDS, "d_k": "head_dim", "d_k_is": "q.shape[-1] = to_q.out_features // num_heads"},
+            not_here={"by_d_v": "every head's values are head_dim wide, like its keys"}),
         Mistake("forgot to_out: the output is left num_heads * head_dim wide",
                 "after merging the heads, project back to the query stream's width: to_out(heads).",
                 _fw_no_to_out),
@@ -254,6 +255,12 @@ FORWARD = FunctionTask(
         Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
                 "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape, as lesson 02's "
                 "merge_heads does.", _fw_merge_reshape_only),
+        Mistake("heads split as (head_dim, num_heads): each head gets every num_heads-th feature",
+                "a head's features are side by side: view as (B, L, num_heads, head_dim), then move the heads "
+                "forward with .transpose(1, 2).", _fw_split_order_swapped),
+        Mistake(".view() after a transpose",
+                "a transposed tensor is not contiguous in memory, so .view() cannot regroup it: use .reshape(), "
+                "or .contiguous().view().", raises=r"view size is not compatible with input tensor's size and stride"),
     ),
 )
 
@@ -351,12 +358,23 @@ def _mha(x, context, layer, key_padding_mask, *, transpose_q=False, biases=True,
         return mha(x, context, context, key_padding_mask=key_padding_mask, average_attn_weights=average)
 
 
+def _mha_slip(slip):
+    """``attend_with_mha`` with the shared slip ``slip`` made in nn.MultiheadAttention's terms: its
+    key_padding_mask left out, or given as numbers (a float mask is added to the scores)."""
+
+    if "/" in slip:  # nn.MultiheadAttention's own softmax: no second way to treat an empty row
+        return None
+
+    def attend(x, context, layer, context_mask):
+        keep = context_mask.to(x.dtype)
+        padding = {"mask_ignored": None, "mask_added": keep, "mask_times_inf": (1 - keep) * float("-inf")}[slip]
+        return _mha(x, context, layer, padding)
+
+    return attend
+
+
 def _mha_not_inverted(x, context, layer, context_mask):
     return _mha(x, context, layer, context_mask)
-
-
-def _mha_no_mask(x, context, layer, context_mask):
-    return _mha(x, context, layer, None)
 
 
 def _mha_no_biases(x, context, layer, context_mask):
@@ -398,8 +416,22 @@ MHA_MASK = FunctionTask(
         Mistake("key_padding_mask not inverted (it means True = ignore)",
                 "nn.MultiheadAttention's key_padding_mask is True where a word must be IGNORED, the opposite "
                 "of context_mask: pass key_padding_mask=~context_mask.", _mha_not_inverted),
-        Mistake("mask not passed",
-                "padded words must be hidden: pass key_padding_mask=~context_mask.", _mha_no_mask),
+        *attention_mistakes(
+            "03.mha_mask", _mha_slip, has={"mask"}, words=TORCH_WORDS,
+            not_here={"mask_inverted": "nn.MultiheadAttention's own convention is True = ignore: passing "
+                                       "context_mask as it is, this task's planted bug, is named in its terms",
+                      "mask_zero": "nn.MultiheadAttention takes no scores to fill",
+                      "mask_after_softmax": "nn.MultiheadAttention applies its mask itself, before its softmax"},
+            hints={"mask_ignored": "padded words must be hidden: pass key_padding_mask=~context_mask.",
+                   "mask_added": "a float key_padding_mask is ADDED to the scores: context_mask.float() adds 1 "
+                                 "to the real words and 0 to the padding, which keeps its weight. Pass the "
+                                 "boolean ~context_mask, which hides the padding.",
+                   "mask_times_inf": "(~context_mask) * float('-inf') is NaN wherever the mask is True (0 times "
+                                     "infinity); pass the boolean key_padding_mask=~context_mask."}),
+        Mistake("context_mask passed as attn_mask",
+                "attn_mask is a mask per (query, key) pair, (Lq, Lk) or (B * num_heads, Lq, Lk), True = "
+                "hidden; a mask per caption word goes into key_padding_mask=~context_mask.",
+                raises=r"attn_mask"),
         Mistake("biases not copied",
                 "nn.MultiheadAttention starts with zero biases: copy in_proj_bias (q, k, v concatenated) "
                 "and out_proj.bias from the layer.", _mha_no_biases),
