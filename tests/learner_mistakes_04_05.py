@@ -134,6 +134,19 @@ def update_old_max_kept_in_a_variable(m, l, acc, scores, v):  # an unusual "maxi
     return m_old, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
 
 
+# A slip in an answer that also forgot the guard of a row with no key: named by the slip.
+def update_acc_not_rescaled_unguarded(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    alpha, p = np.exp(m - m_new), np.exp(scores - m_new)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), acc + p @ v
+
+
+def update_alpha_on_the_new_part_unguarded(m, l, acc, scores, v):
+    m_new = np.maximum(m, scores.max(-1, keepdims=True))
+    alpha, p = np.exp(m - m_new), np.exp(scores - m_new)
+    return m_new, l + alpha * p.sum(-1, keepdims=True), acc + alpha * (p @ v)
+
+
 # Right, written unusually.
 def update_masks_instead_of_shift(m, l, acc, scores, v):
     m_new = np.maximum(m, scores.max(-1, keepdims=True))
@@ -317,6 +330,45 @@ def blocked_stops_one_block_early(q, k, v, block_size=3):
     return _loop(q, k, v, block_size, body, stop=k.shape[-2] - block_size)
 
 
+def _scaled_loop(q, k, v, block_size, scale):
+    """The given loop, fixed, with the learner's own scale for the scores."""
+    m = np.full(q.shape[:-1] + (1,), -np.inf)
+    l = np.zeros(q.shape[:-1] + (1,))
+    acc = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    for start in range(0, k.shape[-2], block_size):
+        scores = (q @ k[..., start:start + block_size, :].swapaxes(-1, -2)) * scale
+        m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
+        alpha, p = np.exp(m - m_new), np.exp(scores - m_new)
+        l = alpha * l + p.sum(axis=-1, keepdims=True)
+        acc = alpha * acc + p @ v[..., start:start + block_size, :]
+        m = m_new
+    return acc / l
+
+
+def blocked_unscaled(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, 1.0)
+
+
+def blocked_by_d_k(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, 1 / q.shape[-1])
+
+
+def blocked_times_sqrt_d_k(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, q.shape[-1] ** 0.5)
+
+
+def blocked_by_d_v(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, 1 / np.sqrt(v.shape[-1]))
+
+
+def blocked_by_Lk(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, k.shape[-2] ** -0.5)
+
+
+def blocked_by_Lq(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, 1 / np.sqrt(q.shape[-2]))
+
+
 # Right, written unusually.
 def blocked_normalised_running_output(q, k, v, block_size=3):
     """Keeps o = acc / l normalised at every step: o' = (α l o + P V) / l'."""
@@ -413,6 +465,16 @@ def merge_larger_half_by_argmax(m1, l1, o1, m2, l2, o2):  # an unusual "kept onl
     return ms.max(0), np.where(pick == 0, l1, l2), np.where(pick == 0, o1, o2)
 
 
+def merge_o_not_rescaled_unguarded(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    return m, np.exp(m1 - m) * l1 + np.exp(m2 - m) * l2, o1 + o2
+
+
+def merge_only_first_half_unguarded(m1, l1, o1, m2, l2, o2):
+    m = np.maximum(m1, m2)
+    return m, np.exp(m1 - m) * l1 + l2, np.exp(m1 - m) * o1 + o2
+
+
 # Right, written unusually.
 def merge_by_the_gap(m1, l1, o1, m2, l2, o2):
     with np.errstate(invalid="ignore"):
@@ -429,6 +491,66 @@ def merge_in_torch(m1, l1, o1, m2, l2, o2):
     shift = torch.nan_to_num(m, neginf=0.0)
     a1, a2 = (m1 - shift).exp(), (m2 - shift).exp()
     return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
+# --- 04.block_backward -------------------------------------------------------------------------
+
+def _backward(q, k, v, out, lse, d_out, scale=None, ds=None):
+    c = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    p = np.exp(np.einsum("...qd,...kd->...qk", q, k) * c - lse[..., None])
+    dp = np.einsum("...qd,...kd->...qk", d_out, v)
+    D = (d_out * out).sum(-1)[..., None]
+    dS = p * (dp - D) if ds is None else ds(p, dp, D)
+    return c * dS @ k, c * np.swapaxes(dS, -1, -2) @ q, np.swapaxes(p, -1, -2) @ d_out
+
+
+def bwd_without_p(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, ds=lambda p, dp, D: dp - D)
+
+
+def bwd_p_on_dp_only(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, ds=lambda p, dp, D: p * dp - D)
+
+
+def bwd_no_scale(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=1.0)
+
+
+def bwd_by_d_k(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=1 / q.shape[-1])
+
+
+def bwd_times_sqrt_d_k(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=np.sqrt(k.shape[-1]))
+
+
+def bwd_by_d_v(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=1 / np.sqrt(v.shape[-1]))
+
+
+def bwd_by_block_length(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=1 / np.sqrt(k.shape[-2]))
+
+
+def bwd_by_Lq(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=1 / np.sqrt(q.shape[-2]))
+
+
+# Right, written unusually: P from the softmax's denominator, exp(s) / exp(lse); in torch.
+def bwd_divides_by_exp_lse(q, k, v, out, lse, d_out):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    p = np.exp(s - lse[..., None])
+    ds = p * (d_out @ np.swapaxes(v, -1, -2) - np.einsum("...qd,...qd->...q", d_out, out)[..., None])
+    return ds @ (k / np.sqrt(q.shape[-1])), np.swapaxes(ds, -1, -2) @ (q / np.sqrt(q.shape[-1])), \
+        np.swapaxes(p, -1, -2) @ d_out
+
+
+def bwd_in_torch(q, k, v, out, lse, d_out):
+    q, k, v, out, lse, d_out = (torch.from_numpy(a) for a in (q, k, v, out, lse, d_out))
+    scale = q.shape[-1] ** -0.5
+    p = torch.exp(q @ k.mT * scale - lse.unsqueeze(-1))
+    ds = p * (d_out @ v.mT - (d_out * out).sum(-1, keepdim=True))
+    return ds @ k * scale, ds.mT @ q * scale, p.mT @ d_out
 
 
 # --- 05.nearest_code ---------------------------------------------------------------------------
@@ -596,6 +718,12 @@ LEARNER_MISTAKES_0405 = {
         "acc divided by l inside the loop": blocked_divides_in_the_loop,
         "divided by l twice: inside the loop and at the end": blocked_divides_twice,
         "the loop stops one block early: range(0, Lk - block_size, block_size)": blocked_stops_one_block_early,
+        "no 1/√d_k scaling": blocked_unscaled,
+        "divided by d_k instead of √d_k": blocked_by_d_k,
+        "multiplied by √d_k instead of dividing by it": blocked_times_sqrt_d_k,
+        "scaled by √d_v (the values' width) instead of √d_k": blocked_by_d_v,
+        "scaled by √Lk (the number of keys) instead of √d_k": blocked_by_Lk,
+        "scaled by √Lq (the number of queries) instead of √d_k": blocked_by_Lq,
     },
     "04.merge_states": {
         "l not rescaled to the new maximum (o is)": merge_l_not_rescaled,
@@ -606,6 +734,16 @@ LEARNER_MISTAKES_0405 = {
         "only the first half rescaled: e^(m2 - m) left out": merge_only_first_half_rescaled,
         "only the second half rescaled: e^(m1 - m) left out": merge_only_second_half_rescaled,
         "returned o / l: the state's o is unnormalised": merge_returns_normalised_o,
+    },
+    "04.block_backward": {
+        "dS without its factor P: dP - D": bwd_without_p,
+        "D not multiplied by P: dS = P ∘ dP - D": bwd_p_on_dp_only,
+        "no 1/√d_k scaling": bwd_no_scale,
+        "divided by d_k instead of √d_k": bwd_by_d_k,
+        "multiplied by √d_k instead of dividing by it": bwd_times_sqrt_d_k,
+        "scaled by √d_v (the values' width) instead of √d_k": bwd_by_d_v,
+        "scaled by √Lk (the number of keys) instead of √d_k": bwd_by_block_length,
+        "scaled by √Lq (the number of queries) instead of √d_k": bwd_by_Lq,
     },
     "05.nearest_code": {
         "the indices are floating-point numbers": nearest_as_floats,
@@ -634,6 +772,11 @@ VARIANTS_0405 = [
      "NaN from the first block: e^(… - m) with m = -inf (alpha inverted, or p measured from the old m)",
      blocked_p_from_old_max),
     ("04.merge_states", "kept only the half with the larger maximum", merge_larger_half_by_argmax),
+    ("04.online_update", "acc not rescaled to the new maximum (l is)", update_acc_not_rescaled_unguarded),
+    ("04.online_update", "α multiplies the block's part instead of the old sums: l + α · P.sum(-1), acc + α · (P @ v)",
+     update_alpha_on_the_new_part_unguarded),
+    ("04.merge_states", "o not rescaled to the new maximum (l is)", merge_o_not_rescaled_unguarded),
+    ("04.merge_states", "only the first half rescaled: e^(m2 - m) left out", merge_only_first_half_unguarded),
 ]
 
 RIGHT_ANSWERS_0405 = [
@@ -644,6 +787,8 @@ RIGHT_ANSWERS_0405 = [
     ("04.blocked_attention", blocked_array_split_scaled_q),
     ("04.merge_states", merge_by_the_gap),
     ("04.merge_states", merge_in_torch),
+    ("04.block_backward", bwd_divides_by_exp_lse),
+    ("04.block_backward", bwd_in_torch),
     ("05.nearest_code", nearest_cdist),
     ("05.nearest_code", nearest_without_z_norm),
     ("05.nearest_code", nearest_ties_to_the_last),

@@ -18,6 +18,7 @@ import numpy as np
 from crossmodal_edu import blocked_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
 from crossmodal_edu.grading.tasks import online_slips
+from crossmodal_edu.grading.tasks.attention_slips import attention_mistakes, scale_for
 from crossmodal_edu.grading.tasks.lesson01 import distinct
 from crossmodal_edu.grading.tasks.online_slips import empty_state
 from crossmodal_edu.grading.tasks.properties import a_number, finite, first, has_shapes, near, where
@@ -224,7 +225,16 @@ BLOCKED_ATTENTION = FunctionTask(
         finite(0, "out"),
         Property("the output must not depend on the block size", _independent_of_block_size),
     ),
-    mistakes=online_slips.mistakes("04.blocked_attention"),
+    mistakes=(
+        *online_slips.mistakes("04.blocked_attention"),
+        # The loop computes the scores itself, so it can scale them wrongly; its softmax is its own
+        # (online_slips: no maximum at all, the block's maximum, ...).
+        *attention_mistakes(
+            "04.blocked_attention",
+            lambda slip: None if "/" in slip else (  # no row with nothing to see: no "/nan" variant
+                lambda q, k, v, block_size=3: online_slips.blocked(q, k, v, block_size, scale_slip=slip)),
+            has={"scale"}),
+    ),
     planted="acc not rescaled to the new maximum (l is)",
 )
 
@@ -352,9 +362,10 @@ def block_backward_reference(q, k, v, out, lse, d_out):
 
 
 def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=False, sign=-1.0, use_d=True,
-        scale_grads=True, scale_scores=True):
-    """The block's backward pass with one thing changed (each keyword plants one mistake)."""
-    scale = 1.0 / np.sqrt(q.shape[-1])
+        scale_grads=True, scale_scores=True, ds_form="p(dp-D)", scale_slip=None):
+    """The block's backward pass with one thing changed (each keyword plants one mistake; ``scale_slip``
+    is a scale slip of attention_slips, used wherever the learner's one ``scale`` is)."""
+    scale = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2])
     s = q @ np.swapaxes(k, -1, -2) * (scale if scale_scores else 1.0)  # (..., Lq, block)
     if renormalise:
         p = np.exp(s - s.max(axis=-1, keepdims=True))
@@ -364,6 +375,10 @@ def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=Fa
     dp = d_out @ np.swapaxes(v, -1, -2)
     D = (p * dp).sum(axis=-1, keepdims=True) if d_local else (d_out * out).sum(axis=-1, keepdims=True)
     ds = p * (dp + sign * D) if use_d else p * dp
+    if ds_form == "dp-D":
+        ds = dp - D
+    elif ds_form == "p*dp-D":
+        ds = p * dp - D
     g = scale if scale_grads else 1.0
     return ds @ k * g, np.swapaxes(ds, -1, -2) @ q * g, np.swapaxes(p, -1, -2) @ d_out
 
@@ -394,6 +409,14 @@ def _bw_no_grad_scale(q, k, v, out, lse, d_out):
 
 def _bw_unscaled_scores(q, k, v, out, lse, d_out):
     return _bw(q, k, v, out, lse, d_out, scale_scores=False)
+
+
+def _bw_no_p_in_ds(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, ds_form="dp-D")
+
+
+def _bw_d_not_times_p(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, ds_form="p*dp-D")
 
 
 BLOCK_BACKWARD = FunctionTask(
@@ -433,6 +456,18 @@ BLOCK_BACKWARD = FunctionTask(
         Mistake("the scores not scaled by 1/√d_k before recomputing P",
                 "recompute the forward pass's scores exactly: scores = q @ k^T / √d_k, then "
                 "P = np.exp(scores - lse[..., None]).", _bw_unscaled_scores),
+        Mistake("dS without its factor P: dP - D",
+                "the softmax's Jacobian is diag(P) - P Pᵀ, so every entry of dS carries its weight: "
+                "dS = P * (dP - D).", _bw_no_p_in_ds),
+        Mistake("D not multiplied by P: dS = P ∘ dP - D",
+                "P multiplies the whole bracket: dS = P * (dP - D), so that a key of weight 0 gets no gradient.",
+                _bw_d_not_times_p),
+        # One `scale` used for the scores and for dq, dk: the shared scale slips, wherever it is wrong.
+        *attention_mistakes(
+            "04.block_backward",
+            lambda slip: None if "/" in slip else (  # no row with nothing to see: no "/nan" variant
+                lambda q, k, v, out, lse, d_out: _bw(q, k, v, out, lse, d_out, scale_slip=slip)),
+            has={"scale"}, words={"d_k_is": "q.shape[-1] (= k.shape[-1])"}),
     ),
 )
 

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from crossmodal_edu.grading.spec import Mistake
+from crossmodal_edu.grading.tasks.attention_slips import scale_for
 
 __all__ = ["Slip", "SLIPS", "update", "blocked", "merge", "mistakes", "empty_state"]
 
@@ -86,19 +87,21 @@ def update(m, l, acc, scores, v, *, new_max="running", empty_as_0=False, by_l="a
     return (m if keep_old_max else m_new), l_new, acc_new
 
 
-def blocked(q, k, v, block_size=3, *, visits="all", divide="end", **slip):
+def blocked(q, k, v, block_size=3, *, visits="all", divide="end", scale_slip=None, **slip):
     """The blocked attention loop over keys, each step an :func:`update` with ``slip``'s keywords.
 
     ``visits``: "all" blocks, "whole" ones only (range(0, Lk - block_size + 1, …)), or "early" (stops
     one block early, range(0, Lk - block_size, …)). ``divide``: by l at the "end", "none", in the
-    "loop" only, or "twice" (in the loop and at the end).
+    "loop" only, or "twice" (in the loop and at the end). ``scale_slip``: a scale slip of
+    :mod:`~crossmodal_edu.grading.tasks.attention_slips` ("by_d_v", ...), or None for 1/√d_k.
     """
     m, l, acc = empty_state(q.shape[:-2], q.shape[-2], v.shape[-1])
     Lk = k.shape[-2]
+    factor = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], Lk)
     stop = {"all": Lk, "whole": Lk - block_size + 1, "early": Lk - block_size}[visits]
     for start in range(0, stop, block_size):
         keys = slice(start, start + block_size)
-        scores = q @ np.swapaxes(k[..., keys, :], -1, -2) / np.sqrt(q.shape[-1])  # (..., Lq, block)
+        scores = q @ np.swapaxes(k[..., keys, :], -1, -2) * factor  # (..., Lq, block)
         m, l, acc = update(m, l, acc, scores, v[..., keys, :], **slip)  # noqa: E741
         if divide in ("loop", "twice"):
             acc = acc / l
@@ -288,11 +291,21 @@ def _impl(task_id: str, knobs: dict[str, Any]) -> Callable[..., Any]:
 
 
 def mistakes(task_id: str) -> tuple[Mistake, ...]:
-    """The catalogued mistakes of task ``task_id`` that come from a slip of :data:`SLIPS`, in its words."""
+    """The catalogued mistakes of task ``task_id`` that come from a slip of :data:`SLIPS`, in its words.
+
+    Where a case has rows with no key (04.online_update, 04.merge_states), each slip is also
+    recognised written without the guard of those rows (``also``): a learner who forgot both is told
+    the slip first, and the NaN once it is fixed.
+    """
     words = _WORDS[task_id]
-    return tuple(Mistake(s.name.format(**words), s.hint.format(**words),
-                         _impl(task_id, s.merge_knobs if task_id == MERGE else s.knobs))
-                 for s in SLIPS if task_id in s.tasks)
+    found = []
+    for s in SLIPS:
+        if task_id not in s.tasks:
+            continue
+        knobs = s.merge_knobs if task_id == MERGE else s.knobs
+        unguarded = () if task_id == BLOCKED or "guard" in knobs else (_impl(task_id, {**knobs, "guard": False}),)
+        found.append(Mistake(s.name.format(**words), s.hint.format(**words), _impl(task_id, knobs), also=unguarded))
+    return tuple(found)
 
 
 def slip_names(task_id: str) -> set[str]:
