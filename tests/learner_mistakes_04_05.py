@@ -164,7 +164,15 @@ def update_nan_to_num(m, l, acc, scores, v):
     return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
 
 
-def update_in_torch(m, l, acc, scores, v):
+def update_in_torch(m, l, acc, scores, v):  # computed in torch, handed back as NumPy arrays
+    m, l, acc, scores, v = (torch.from_numpy(a) for a in (m, l, acc, scores, v))
+    m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
+    shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+    alpha, p = torch.exp(m - shift), torch.exp(scores - shift)
+    return m_new.numpy(), (alpha * l + p.sum(-1, keepdim=True)).numpy(), (alpha * acc + p @ v).numpy()
+
+
+def update_returns_tensors(m, l, acc, scores, v):  # right values, but the state cannot be folded again
     m, l, acc, scores, v = (torch.from_numpy(a) for a in (m, l, acc, scores, v))
     m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
     shift = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
@@ -595,6 +603,11 @@ def nearest_ties_to_the_last(z, codebook):  # a loop that keeps the last of equa
 def nearest_in_numpy(z, codebook):
     zn, cn = z.numpy(), codebook.numpy()
     d = ((zn[..., None, :] - cn) ** 2).sum(-1)
+    return torch.from_numpy(d.argmin(-1))
+
+
+def nearest_returns_numpy(z, codebook):
+    d = ((z.numpy()[..., None, :] - codebook.numpy()) ** 2).sum(-1)
     return d.argmin(-1)
 
 
@@ -747,6 +760,7 @@ LEARNER_MISTAKES_0405 = {
     },
     "05.nearest_code": {
         "the indices are floating-point numbers": nearest_as_floats,
+        "returned a NumPy array instead of a tensor": nearest_returns_numpy,
         "argmin over the vectors (dim 0) instead of over the codes": nearest_argmin_over_rows,
         "argmin over the first axis (dim 0) instead of over the codes": nearest_argmin_dim0,
         "summed absolute differences (L1), not squared ones": nearest_l1,

@@ -53,7 +53,9 @@ MEMORY = PredictionTask(
                 value=64 * 1024 * 77 * 4 / 2**20),
         Mistake("forgot the batch", "each of the 64 images has its own weights.",
                 value=8 * 1024 * 77 * 4 / 2**20),
-        Mistake("counted 8 bytes per number (float64)", "a float32 number takes 4 bytes.",
+        Mistake("counted 8 bytes per number (float64), or the scores and the weights together",
+                "a float32 number takes 4 bytes, and the question asks for the weights alone: one "
+                "(B, num_heads, Lq, Lk) array.",
                 value=64 * 8 * 1024 * 77 * 8 / 2**20),
         Mistake("forgot the 4 bytes per number: that counts the numbers (in units of 2^20)",
                 "multiply the count by 4 bytes, then divide by 2^20.", value=64 * 8 * 1024 * 77 / 2**20),
@@ -64,6 +66,12 @@ MEMORY = PredictionTask(
                 value=64 * 8 * 1024 * 77 * 4 / 1e6),
         Mistake("that is in GiB, not MiB", "the question asks for MiB: multiply by 1024.",
                 value=64 * 8 * 1024 * 77 * 4 / 2**30),
+        Mistake("that is in KiB, not MiB (divided by 1024 once)", "1 MiB = 1024 KiB = 2^20 bytes: divide by 1024 "
+                "once more.", value=64 * 8 * 1024 * 77 * 4 / 2**10),
+        Mistake("counted 2 bytes per number (float16)", "the weights here are float32: 4 bytes a number.",
+                value=64 * 8 * 1024 * 77 * 2 / 2**20),
+        Mistake("forgot the batch and the heads: that is one head of one image",
+                "there is one Lq × Lk matrix per image and per head: 64 · 8 of them.", value=1024 * 77 * 4 / 2**20),
     ),
     same=near,
 )
@@ -120,6 +128,17 @@ def _upd_in_place(m, l, acc, scores, v):
     return m_new, alpha * l + p.sum(axis=-1, keepdims=True), acc + p @ v
 
 
+def _numpy_state(fn, case, outputs):
+    """The state goes back in with the next block: it must be what came in, NumPy arrays."""
+    args, options = case.fresh()
+    returned = fn(*args, **options)
+    kinds = [type(a).__name__ for a in returned if not isinstance(a, np.ndarray)] if isinstance(returned, tuple) else []
+    if kinds:
+        return (f"it returns {', '.join(sorted(set(kinds)))} values, and the next step of the loop "
+                f"(np.maximum(m, ...), p @ v with NumPy blocks) needs NumPy arrays")
+    return None
+
+
 def _running_max(fn, case, outputs):
     m, scores = case.inputs["m"], case.inputs["scores"]
     want = np.maximum(m, scores.max(axis=-1, keepdims=True))
@@ -146,6 +165,8 @@ ONLINE_UPDATE = FunctionTask(
         Property("the new m must be the largest score seen so far, max(m, the block's maximum)", _running_max),
         finite(1, "l"),
         finite(2, "acc"),
+        Property("the new state must be NumPy arrays, like the old one, so that it can be folded again",
+                 _numpy_state),
     ),
     mistakes=(*online_slips.mistakes("04.online_update"), Mistake(IN_PLACE, "", _upd_in_place, in_place=True)),
 )

@@ -100,10 +100,11 @@ def _squared_distances(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
 
 
 def _canonical(fn):
-    """``fn(z, codebook)`` as ``(image_tokens, floating)``: the indices it returns, where a nearest code
+    """``fn(z, codebook)`` as ``(image_tokens, kind)``: the indices it returns, where a nearest code
     is replaced by the first of the codes equally near (so that every way of breaking a tie, or a
-    float32 rounding, gives the same answer, while a code that is not nearest stays as it is); and 1.0
-    if it returned floating-point numbers (image tokens are integers), else 0.0.
+    float32 rounding, gives the same answer, while a code that is not nearest stays as it is); and
+    what it returned them as: 0.0 an integer tensor (right), 1.0 floating-point numbers, 2.0 an integer
+    NumPy array (the next step, ``codebook[image_tokens]`` or the decoder, wants a tensor).
 
     Anything that is not an array of whole numbers in 0..K-1 with z's leading shape comes back as it
     came, for the judge to describe.
@@ -113,9 +114,10 @@ def _canonical(fn):
         out = fn(z, codebook)
         try:
             tokens = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out
-            floating = torch.tensor(1.0 if np.asarray(tokens).dtype.kind == "f" else 0.0)
+            floating = np.asarray(tokens).dtype.kind == "f"
+            kind = torch.tensor(1.0 if floating else 0.0 if isinstance(out, torch.Tensor) else 2.0)
             if not isinstance(tokens, np.ndarray) or tokens.dtype.kind not in "biuf":
-                return out, floating
+                return out, kind
         except (TypeError, ValueError, RuntimeError):
             return out, torch.tensor(0.0)
         K = codebook.shape[0]
@@ -123,13 +125,13 @@ def _canonical(fn):
                  and (tokens == np.round(tokens)).all() and tokens.min(initial=0) >= 0
                  and tokens.max(initial=0) <= K - 1)
         if not valid:
-            return out, floating
+            return out, kind
         distances, slack = _squared_distances(z.detach().double().numpy(), codebook.detach().double().numpy())
         chosen = np.take_along_axis(distances, tokens.astype(np.int64)[..., None], axis=-1)  # (..., 1)
         nearest = distances <= distances.min(-1, keepdims=True) + slack  # (..., K)
         first = nearest.argmax(-1)  # (...): the first code equally near as the nearest
         keep = chosen[..., 0] > distances.min(-1) + slack[..., 0]
-        return torch.from_numpy(np.where(keep, tokens.astype(np.int64), first)), floating
+        return torch.from_numpy(np.where(keep, tokens.astype(np.int64), first)), kind
 
     return run
 
@@ -170,6 +172,10 @@ def _nc_floats(z, codebook):
     return reference.nearest_code(z, codebook).to(z.dtype)
 
 
+def _nc_numpy(z, codebook):
+    return reference.nearest_code(z, codebook).numpy()
+
+
 def _nc_flat_dim0(z, codebook):
     return _distances(z.reshape(-1, z.shape[-1]), codebook).argmin(0)
 
@@ -192,8 +198,10 @@ def _valid_indices(fn, case, outputs):
 
 
 def _integers(fn, case, outputs):
-    if outputs[1] != 0:
+    if outputs[1] == 1:
         return "they are floating-point numbers (argmin gives int64: keep that dtype)"
+    if outputs[1] == 2:
+        return "they are a NumPy array: z is a tensor, and so must the tokens be (torch's argmin gives one)"
     return None
 
 
@@ -217,13 +225,13 @@ NEAREST_CODE = FunctionTask(
     signature="nearest_code(z, codebook) -> image_tokens",
     cases=_nearest_cases,
     reference=reference.nearest_code,
-    outputs=("image_tokens", "floating"),
+    outputs=("image_tokens", "kind"),
     harness=_canonical,
-    unreported=("floating",),
+    unreported=("kind",),
     properties=(
         has_shapes(lambda c: (tuple(c.inputs["z"].shape[:-1]), ()), "z's without its last axis, (...)"),
         Property("every index must name a code: an integer from 0 to K - 1", _valid_indices),
-        Property("image tokens must be integers", _integers),
+        Property("image tokens must be an integer tensor", _integers),
         Property("each vector must get the code nearest to it", _nearest_really),
     ),
     mistakes=(
@@ -248,6 +256,10 @@ NEAREST_CODE = FunctionTask(
         Mistake("the indices are floating-point numbers",
                 "image tokens are integers: argmin gives int64, keep that dtype (no .float(), no conversion to "
                 "z's dtype); they index the codebook and the decoder's embedding.", _nc_floats),
+        Mistake("returned a NumPy array instead of a tensor",
+                "z and the codebook are tensors, and what uses the tokens next (codebook[image_tokens], the "
+                "decoder's embedding) wants one: compute with torch (z @ codebook.T, .argmin(-1)), or convert back "
+                "with torch.from_numpy.", _nc_numpy),
         Mistake("argmin over the vectors (dim 0) instead of over the codes",
                 "the distances of the flattened z have shape (N, K): one row per vector, one column per code. "
                 "Take the argmin over the codes, .argmin(-1), then reshape to z.shape[:-1].", _nc_flat_dim0),
