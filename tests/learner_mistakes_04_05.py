@@ -93,6 +93,13 @@ def update_sum_without_keepdims(m, l, acc, scores, v):
     return m_new, alpha * l + p.sum(-1), alpha * acc + p @ v
 
 
+def update_global_block_max(m, l, acc, scores, v):
+    m_new = np.maximum(m, np.max(scores))
+    safe = np.where(np.isinf(m_new), 0.0, m_new)
+    alpha, p = np.exp(m - safe), np.exp(scores - safe)
+    return m_new, alpha * l + p.sum(-1, keepdims=True), alpha * acc + p @ v
+
+
 def update_p_from_block_max(m, l, acc, scores, v):
     m_new, safe = _max_and_safe(m, scores)
     p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # a softmax numerator of the block alone
@@ -448,6 +455,12 @@ def merge_onto_the_first_half(m1, l1, o1, m2, l2, o2):  # half 2 folded into hal
     return np.maximum(m1, m2), a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
 
 
+def merge_global_max(m1, l1, o1, m2, l2, o2):
+    m = np.max([m1, m2])
+    a1, a2 = np.exp(m1 - m), np.exp(m2 - m)
+    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
+
+
 def merge_only_first_half_rescaled(m1, l1, o1, m2, l2, o2):
     m = np.maximum(m1, m2)
     a1 = np.exp(m1 - _safe(m))
@@ -520,6 +533,18 @@ def bwd_p_on_dp_only(q, k, v, out, lse, d_out):
     return _backward(q, k, v, out, lse, d_out, ds=lambda p, dp, D: p * dp - D)
 
 
+def bwd_dk_forgot_the_scale(q, k, v, out, lse, d_out):
+    dq, dk, dv = _backward(q, k, v, out, lse, d_out)
+    return dq, dk * np.sqrt(q.shape[-1]), dv
+
+
+def bwd_dq_forgot_the_scale(q, k, v, out, lse, d_out):
+    scale = 1 / np.sqrt(q.shape[-1])
+    p = np.exp(q @ np.swapaxes(k, -1, -2) * scale - lse[..., None])
+    ds = p * (d_out @ np.swapaxes(v, -1, -2) - np.sum(d_out * out, -1, keepdims=True))
+    return ds @ k, np.swapaxes(ds, -1, -2) @ q * scale, np.swapaxes(p, -1, -2) @ d_out
+
+
 def bwd_no_scale(q, k, v, out, lse, d_out):
     return _backward(q, k, v, out, lse, d_out, scale=1.0)
 
@@ -579,6 +604,14 @@ def nearest_argmin_dim0(z, codebook):
     return d.argmin(dim=0)
 
 
+def nearest_argmin_without_dim(z, codebook):
+    return torch.argmin(((z[..., None, :] - codebook) ** 2).sum(-1))
+
+
+def nearest_min_pair(z, codebook):
+    return ((z.unsqueeze(-2) - codebook) ** 2).sum(-1).min(dim=-1)
+
+
 def nearest_l1(z, codebook):
     return torch.cdist(z.reshape(-1, z.shape[-1]), codebook, p=1).argmin(-1).reshape(z.shape[:-1])
 
@@ -628,7 +661,17 @@ def straight_data(z, z_q):
     return z + (z_q - z).data
 
 
+def straight_swapped(z, z_q):
+    return z_q + (z - z_q).detach()
+
+
 # --- 05.perplexity -----------------------------------------------------------------------------
+
+def perplexity_log_of_counts(counts):
+    used = counts[counts > 0]
+    p = used / used.sum()
+    return np.exp(-np.sum(p * np.log(used)))
+
 
 def perplexity_ln_then_base_2(counts):
     p = counts[counts > 0] / counts.sum()
@@ -702,6 +745,7 @@ LEARNER_MISTAKES_0405 = {
         "α multiplies the block's part of acc instead of the old acc: acc + α · (P @ v)":
             update_alpha_on_the_new_part_of_acc,
         "the block's row sums lost their axis: P.sum(-1) without keepdims=True": update_sum_without_keepdims,
+        "the block's maximum over the whole array (no axis), not each row's": update_global_block_max,
         "the block's exponentials measured from the block's maximum, not from m_new": update_p_from_block_max,
         "the block's exponentials measured from the old maximum m, not from m_new": update_p_from_old_max,
         "no maximum at all: plain sums of e^score, never rescaled": update_plain_sums,
@@ -744,6 +788,7 @@ LEARNER_MISTAKES_0405 = {
         "the rescale factor inverted for o only: e^(m - m_i)": merge_o_factors_inverted,
         "m = the smaller of the two maxima": merge_smaller_max,
         "both halves brought to m1 instead of the larger maximum": merge_onto_the_first_half,
+        "m = np.max([m1, m2]): the largest maximum of all the rows, not each row's larger one": merge_global_max,
         "only the first half rescaled: e^(m2 - m) left out": merge_only_first_half_rescaled,
         "only the second half rescaled: e^(m1 - m) left out": merge_only_second_half_rescaled,
         "returned o / l: the state's o is unnormalised": merge_returns_normalised_o,
@@ -751,6 +796,8 @@ LEARNER_MISTAKES_0405 = {
     "04.block_backward": {
         "dS without its factor P: dP - D": bwd_without_p,
         "D not multiplied by P: dS = P ∘ dP - D": bwd_p_on_dp_only,
+        "dk not scaled by 1/√d_k (dq is)": bwd_dk_forgot_the_scale,
+        "dq not scaled by 1/√d_k (dk is)": bwd_dq_forgot_the_scale,
         "no 1/√d_k scaling": bwd_no_scale,
         "divided by d_k instead of √d_k": bwd_by_d_k,
         "multiplied by √d_k instead of dividing by it": bwd_times_sqrt_d_k,
@@ -764,6 +811,11 @@ LEARNER_MISTAKES_0405 = {
         "argmin over the vectors (dim 0) instead of over the codes": nearest_argmin_over_rows,
         "argmin over the first axis (dim 0) instead of over the codes": nearest_argmin_dim0,
         "summed absolute differences (L1), not squared ones": nearest_l1,
+        "argmin without dim: one index into the whole flattened array": nearest_argmin_without_dim,
+        "returned .min(-1), the distances and the indices, instead of the indices": nearest_min_pair,
+    },
+    "05.straight_through": {
+        "z and z_q swapped: z_q + (z - z_q).detach() has z's value and gives z_q the gradient": straight_swapped,
     },
     "05.perplexity": {
         "mixed bases: natural log inside, 2 ** outside": perplexity_ln_then_base_2,
@@ -772,6 +824,7 @@ LEARNER_MISTAKES_0405 = {
         "averaged p log p over the codes instead of summing it": perplexity_mean,
         "the dead codes counted as used once (to avoid log 0)": perplexity_dead_as_one,
         "1 added to every count (to avoid log 0)": perplexity_plus_one,
+        "the log of the counts, not of the shares: -Σ p log counts": perplexity_log_of_counts,
     },
 }
 

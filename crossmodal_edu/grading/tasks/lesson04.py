@@ -400,8 +400,9 @@ def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=Fa
         ds = dp - D
     elif ds_form == "p*dp-D":
         ds = p * dp - D
-    g = scale if scale_grads else 1.0
-    return ds @ k * g, np.swapaxes(ds, -1, -2) @ q * g, np.swapaxes(p, -1, -2) @ d_out
+    gq = scale if scale_grads in (True, "dk only") else 1.0  # "dq only": dk left unscaled, and back
+    gk = scale if scale_grads in (True, "dq only") else 1.0
+    return ds @ k * gq, np.swapaxes(ds, -1, -2) @ q * gk, np.swapaxes(p, -1, -2) @ d_out
 
 
 def _bw_d_local(q, k, v, out, lse, d_out):
@@ -426,6 +427,14 @@ def _bw_no_d(q, k, v, out, lse, d_out):
 
 def _bw_no_grad_scale(q, k, v, out, lse, d_out):
     return _bw(q, k, v, out, lse, d_out, scale_grads=False)
+
+
+def _bw_dk_unscaled(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, scale_grads="dq only")
+
+
+def _bw_dq_unscaled(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, scale_grads="dk only")
 
 
 def _bw_unscaled_scores(q, k, v, out, lse, d_out):
@@ -474,6 +483,10 @@ BLOCK_BACKWARD = FunctionTask(
         Mistake("dq and dk not scaled by 1/√d_k",
                 "the scores are q k^T / √d_k, so dq = dS @ k / √d_k and dk = dS^T @ q / √d_k.",
                 _bw_no_grad_scale),
+        Mistake("dk not scaled by 1/√d_k (dq is)",
+                "dk comes from the same scores q k^T / √d_k as dq: dk = dS^T @ q / √d_k.", _bw_dk_unscaled),
+        Mistake("dq not scaled by 1/√d_k (dk is)",
+                "dq comes from the same scores q k^T / √d_k as dk: dq = dS @ k / √d_k.", _bw_dq_unscaled),
         Mistake("the scores not scaled by 1/√d_k before recomputing P",
                 "recompute the forward pass's scores exactly: scores = q @ k^T / √d_k, then "
                 "P = np.exp(scores - lse[..., None]).", _bw_unscaled_scores),

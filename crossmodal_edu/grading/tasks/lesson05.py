@@ -184,6 +184,14 @@ def _nc_dim0(z, codebook):
     return _distances(z, codebook).argmin(0)
 
 
+def _nc_no_dim(z, codebook):
+    return _distances(z, codebook).argmin()
+
+
+def _nc_min(z, codebook):
+    return _distances(z, codebook).min(-1)
+
+
 def _nc_l1(z, codebook):
     return (z[..., None, :] - codebook).abs().sum(-1).argmin(-1)
 
@@ -265,6 +273,11 @@ NEAREST_CODE = FunctionTask(
                 "Take the argmin over the codes, .argmin(-1), then reshape to z.shape[:-1].", _nc_flat_dim0),
         Mistake("argmin over the first axis (dim 0) instead of over the codes",
                 "the distances have shape (..., K), the codes last: .argmin(-1), or .argmin(dim=-1).", _nc_dim0),
+        Mistake("argmin without dim: one index into the whole flattened array",
+                "argmin() with no dim flattens everything; the code of each vector is the argmin over the codes "
+                "axis: .argmin(-1).", _nc_no_dim),
+        Mistake("returned .min(-1), the distances and the indices, instead of the indices",
+                "torch's .min(-1) gives a pair (values, indices): return its .indices, or use .argmin(-1).", _nc_min),
         Mistake("summed absolute differences (L1), not squared ones",
                 "the nearest code is the one at the smallest squared Euclidean distance, ((z - e) ** 2).sum(-1); "
                 "the L1 distance picks another code for some vectors.", _nc_l1),
@@ -361,6 +374,10 @@ def _st_all_detached(z, z_q):
     return (z + (z_q - z)).detach()
 
 
+def _st_swapped(z, z_q):
+    return z_q + (z - z_q).detach()
+
+
 def _st_z_detached(z, z_q):
     return z.detach() + (z_q - z)
 
@@ -425,6 +442,9 @@ STRAIGHT_THROUGH = FunctionTask(
         Mistake("detached z instead of the difference: the encoder's gradient is reversed",
                 "z.detach() + (z_q - z) sends -1 × the gradient to z and +1 × to z_q. Detach the difference: "
                 "z + (z_q - z).detach().", _st_z_detached),
+        Mistake("z and z_q swapped: z_q + (z - z_q).detach() has z's value and gives z_q the gradient",
+                "the term outside the detach is the one that gets the gradient, and the sum has the value of z_q: "
+                "z + (z_q - z).detach().", _st_swapped),
     ),
     planted="no .detach(): the two z cancel, and the encoder gets no gradient",
 )
@@ -486,6 +506,12 @@ def _ppl_sign(counts):
 
 def _ppl_codes_in_use(counts):
     return float((np.asarray(counts) > 0).sum())
+
+
+def _ppl_log_counts(counts):
+    n = np.asarray(counts, dtype=np.float64)
+    p = _used_p(counts)
+    return float(np.exp(-(p * np.log(n[n > 0])).sum()))
 
 
 def _ppl_by_K(counts):
@@ -571,6 +597,8 @@ PERPLEXITY = FunctionTask(
         Mistake("counted the codes in use",
                 "that is the perplexity only when they are used equally; weigh each code by its share: "
                 "exp(-Σ p log p).", _ppl_codes_in_use),
+        Mistake("the log of the counts, not of the shares: -Σ p log counts",
+                "the entropy is -Σ p log p, with the same p = counts / counts.sum() inside the log.", _ppl_log_counts),
         Mistake("divided the counts by the number of codes, not by the number of tokens",
                 "p_k is the fraction of the tokens that are code k: counts / counts.sum(), not counts / len(counts).",
                 _ppl_by_K),

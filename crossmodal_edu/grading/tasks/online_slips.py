@@ -62,12 +62,12 @@ def _finite_or_0(m):
 
 
 def update(m, l, acc, scores, v, *, new_max="running", empty_as_0=False, by_l="alpha", by_acc="alpha",
-           exps_from="new", guard=True, keep_old_max=False, normalised=False, keepdims=True):
+           exps_from="new", guard=True, keep_old_max=False, normalised=False, keepdims=True, block_axis=-1):
     """One step of the online softmax, with the places a slip changes as keywords (defaults: right).
 
     m, l ``(..., Lq, 1)``; acc ``(..., Lq, d_v)``; scores ``(..., Lq, block)``; v ``(..., block, d_v)``.
     """
-    block = scores.max(axis=-1, keepdims=True)  # (..., Lq, 1)
+    block = scores.max(axis=-1, keepdims=True) if block_axis == -1 else scores.max()  # (..., Lq, 1)
     old = np.where(np.isneginf(m), 0.0, m) if empty_as_0 else m
     m_new = block if new_max == "block" else np.maximum(old, block)  # (..., Lq, 1)
     shift = _finite_or_0(m_new) if guard else m_new
@@ -115,7 +115,7 @@ def merge(m1, l1, o1, m2, l2, o2, *, new_max="max", by_l="both", by_acc="both", 
     ``new_max``: "max" (right), "min", or "first" (both halves brought to m1, m returned as the max).
     ``by_l``, ``by_acc``: "both" halves rescaled (right), "none", "inverted", "first" or "second" only.
     """
-    m = np.minimum(m1, m2) if new_max == "min" else np.maximum(m1, m2)  # (..., Lq, 1)
+    m = {"min": np.minimum, "global": lambda a, b: np.max([a, b])}.get(new_max, np.maximum)(m1, m2)  # (..., Lq, 1)
     target = m1 if new_max == "first" else m
     shift = _finite_or_0(target) if guard else target
     a1, a2 = np.exp(m1 - shift), np.exp(m2 - shift)  # (..., Lq, 1)
@@ -235,6 +235,9 @@ SLIPS: tuple[Slip, ...] = (
     _slip("m = the smaller of the two maxima",
           "the merged state is measured from the larger maximum, m = max(m1, m2), so that every factor "
           "e^(m_i - m) is ≤ 1 (and a masked half, m_i = -inf, does not make m -inf).", (MERGE,), new_max="min"),
+    _slip("m = np.max([m1, m2]): the largest maximum of all the rows, not each row's larger one",
+          "np.max without an axis reduces everything to one number: m = np.maximum(m1, m2), elementwise, "
+          "gives each query the larger of its two maxima.", (MERGE,), new_max="global"),
     _slip("both halves brought to m1 instead of the larger maximum",
           "the merged state is measured from m = max(m1, m2): rescale both halves, l = e^(m1 - m) l1 + "
           "e^(m2 - m) l2; measured from m1, l does not match the m you return.", (MERGE,), new_max="first"),
@@ -253,6 +256,9 @@ SLIPS: tuple[Slip, ...] = (
           "there {new} is -inf, and -inf - (-inf) is NaN: subtract 0 instead where it is -inf, "
           "shift = np.where(np.isfinite({var}), {var}, 0.0), so that l and {acc} stay 0.", (UPDATE, MERGE),
           guard=False),
+    _slip("the block's maximum over the whole array (no axis), not each row's",
+          "each query keeps its own running maximum: scores.max(axis=-1, keepdims=True), one per row; "
+          "np.max(scores) is one number for all of them.", (UPDATE,), block_axis=None),
     _slip("the block's row sums lost their axis: P.sum(-1) without keepdims=True",
           "P.sum(-1) has shape (..., Lq) and l (..., Lq, 1): added, they broadcast to (..., Lq, Lq). "
           "Keep the axis: P.sum(axis=-1, keepdims=True).", (UPDATE,), keepdims=False),
