@@ -400,8 +400,8 @@ def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=Fa
         ds = dp - D
     elif ds_form == "p*dp-D":
         ds = p * dp - D
-    gq = scale if scale_grads in (True, "dk only") else 1.0  # "dq only": dk left unscaled, and back
-    gk = scale if scale_grads in (True, "dq only") else 1.0
+    gq = scale if scale_grads in (True, "dq only") else 1.0  # "dq only": only dq scaled, dk left unscaled
+    gk = scale if scale_grads in (True, "dk only") else 1.0
     return ds @ k * gq, np.swapaxes(ds, -1, -2) @ q * gk, np.swapaxes(p, -1, -2) @ d_out
 
 
