@@ -68,6 +68,16 @@ def attention_softmax_axis0(q, k, v):
     return w @ v, w
 
 
+def attention_with_np_dot(q, k, v):
+    w = _softmax(np.dot(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]))
+    return np.matmul(w, v), w
+
+
+def attention_by_first_dim(q, k, v):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[0]))
+    return w @ v, w
+
+
 # --- 01.masked_attention: the learner's fixed version, with one other thing wrong ----------------
 
 def _masked(q, k, v, mask, scale=None, axis=-1):
@@ -120,6 +130,16 @@ def masked_indexed(q, k, v, mask):
     s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
     s[~mask] = -np.inf
     w = np.nan_to_num(_softmax(s))
+    return w @ v, w
+
+
+def masked_by_first_dim(q, k, v, mask):
+    return _masked(q, k, v, mask, scale=1 / np.sqrt(len(q)))
+
+
+def masked_renormalised_with_eps(q, k, v, mask):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])) * mask
+    w = w / (w.sum(axis=-1, keepdims=True) + 1e-9)
     return w @ v, w
 
 
@@ -183,6 +203,10 @@ def cross_by_d_v(x, c, W_Q, W_K, W_V, W_O):
 
 def cross_by_Lk(x, c, W_Q, W_K, W_V, W_O):
     return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(c.shape[-2]))
+
+
+def cross_by_first_dim(x, c, W_Q, W_K, W_V, W_O):
+    return _cross(x, c, W_Q, W_K, W_V, W_O, lambda q, k, v: np.sqrt(q.shape[0]))
 
 
 def cross_by_Lq(x, c, W_Q, W_K, W_V, W_O):
@@ -277,6 +301,17 @@ def padded_indexed(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return w @ v @ W_O, w
 
 
+def padded_by_first_dim(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, scale=x.shape[0] ** -0.5)
+
+
+def padded_renormalised(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    w = _softmax(q @ k.swapaxes(-1, -2) / np.sqrt(W_Q.shape[1])) * context_mask[:, None, :]
+    w = w / w.sum(-1, keepdims=True)
+    return w @ v @ W_O, w
+
+
 def padded_plus_mask(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s + m)
 
@@ -291,6 +326,51 @@ def padded_negated(x, c, W_Q, W_K, W_V, W_O, context_mask):
 
 def padded_bool_minus_bool(x, c, W_Q, W_K, W_V, W_O, context_mask):
     return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s - 1e9 * (True - m))
+
+
+# --- 02.block ----------------------------------------------------------------------------------
+
+def block_normalises_both(x, context, attention, context_mask=None):
+    from crossmodal_edu.numpy_attention import layer_norm
+    h, c = layer_norm(x), layer_norm(context)
+    update, weights = attention(h, c, context_mask=context_mask)
+    return x + update, weights
+
+
+def block_own_norm_over_tokens(x, context, attention, context_mask=None):
+    mu, var = np.mean(x, axis=1, keepdims=True), np.var(x, axis=1, keepdims=True)
+    update, weights = attention((x - mu) / np.sqrt(var + 1e-5), context, context_mask)
+    return x + update, weights
+
+
+# --- 03.gated_block ------------------------------------------------------------------------------
+
+class GatedNormalisesTheContextNotX(nn.Module):
+    def __init__(self, query_dim, context_dim, num_heads):
+        super().__init__()
+        from crossmodal_edu.torch_attention import MultiHeadCrossAttention
+        self.norm = nn.LayerNorm(query_dim)
+        self.attention = MultiHeadCrossAttention(query_dim, context_dim, num_heads)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, context, context_mask=None):
+        update = self.attention(x, self.norm(context), context_mask)
+        return x + self.gate.tanh() * update
+
+
+class GatedTanhOfTheProduct(GatedNormalisesTheContextNotX):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate * self.attention(self.norm(x), context, context_mask))
+
+
+class GatedTanhOfTheSum(GatedNormalisesTheContextNotX):
+    def forward(self, x, context, context_mask=None):
+        return torch.tanh(x + self.gate * self.attention(self.norm(x), context, context_mask))
+
+
+class GatedNormalisesTheUpdate(GatedNormalisesTheContextNotX):
+    def forward(self, x, context, context_mask=None):
+        return x + torch.tanh(self.gate) * self.norm(self.attention(x, context, context_mask))
 
 
 # --- 03.forward: in PyTorch --------------------------------------------------------------------
@@ -322,6 +402,44 @@ def forward_by_Lk(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=
 
 def forward_by_Lq(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
     return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(x.shape[1]))
+
+
+def forward_by_first_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, lambda q, x, c: math.sqrt(q.shape[0]))
+
+
+def forward_head_dim_from_x(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    head_dim = x.shape[-1] // num_heads  # a learner's "head_dim": x's width shared among the heads
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+               lambda q, x, c: math.sqrt(x.shape[-1] / num_heads))
+
+
+def forward_softmax_over_heads(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, Lq, num_heads, -1).transpose(1, 2)
+    k = to_k(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    v = to_v(context).view(B, context.shape[1], num_heads, -1).transpose(1, 2)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = torch.softmax(s, dim=1)
+    return to_out((w @ v).transpose(1, 2).reshape(B, Lq, -1)), w
+
+
+def forward_keys_from_to_v(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_v, to_k, to_out, num_heads, context_mask)
+
+
+def forward_split_and_merge_without_transpose(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    B, Lq, _ = x.shape
+    q = to_q(x).view(B, num_heads, Lq, -1)
+    k = to_k(context).view(B, num_heads, context.shape[1], -1)
+    v = to_v(context).view(B, num_heads, context.shape[1], -1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if context_mask is not None:
+        s = s.masked_fill(~context_mask[:, None, None, :], float("-inf"))
+    w = s.softmax(-1)
+    return to_out((w @ v).reshape(B, Lq, -1)), w
 
 
 def forward_by_context_dim(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -460,8 +578,47 @@ def mha_one_minus(x, context, layer, context_mask):
     return _mha(layer, x.dtype)(x, context, context, key_padding_mask=1 - context_mask, average_attn_weights=False)
 
 
+def mha_inverted_float(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=(~context_mask).to(x.dtype),
+                                average_attn_weights=False)
+
+
+def mha_int_mask(x, context, layer, context_mask):
+    return _mha(layer, x.dtype)(x, context, context, key_padding_mask=1 - context_mask.int(),
+                                average_attn_weights=False)
+
+
+def masked_plus_inverted(q, k, v, mask):
+    w = _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]) + (1 - mask))
+    return w @ v, w
+
+
+def padded_plus_inverted(x, c, W_Q, W_K, W_V, W_O, context_mask):
+    return _padded(x, c, W_Q, W_K, W_V, W_O, context_mask, hide=lambda s, m: s + np.logical_not(m))
+
+
+def forward_plus_inverted(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask, hide=lambda s, m: s + (~m).to(s.dtype))
+
+
 def mha_as_attn_mask(x, context, layer, context_mask):
     return _mha(layer, x.dtype)(x, context, context, attn_mask=~context_mask, average_attn_weights=False)
+
+
+def project_scales_q(x, context, W_Q, W_K, W_V):
+    d_k = W_Q.shape[-1]
+    return (x @ W_Q) / math.sqrt(d_k), context @ W_K, context @ W_V
+
+
+def cross_returns_scores(x, c, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, c @ W_K, c @ W_V
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    return _softmax(s) @ v @ W_O, s
+
+
+def forward_mean_weights(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    out, w = _fw(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask)
+    return out, w.mean(1)
 
 
 SCALE = {
@@ -477,6 +634,7 @@ NEGATED = "negated a boolean mask with `-`"
 ARITHMETIC = "arithmetic on a boolean mask (`mask - 1`, `1 - mask`)"
 
 LEARNER_MISTAKES_ATTENTION = {
+    "02.project": {"q already divided by √d_k": project_scales_q},
     "01.softmax": {"subtracted the minimum (or the mean), not the maximum": softmax_minus_min,
                    "the maximum subtracted in the numerator only": softmax_shift_on_top_only,
                    "the maximum taken along the last axis, the sum along `axis`": softmax_max_of_rows,
@@ -484,12 +642,16 @@ LEARNER_MISTAKES_ATTENTION = {
     "01.attention": {
         "multiplied by √d_k instead of dividing by it": attention_times_sqrt,
         "scaled by √Lq (the number of queries) instead of √d_k": attention_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": attention_by_first_dim,
         "scaled the weights after the softmax, not the scores before it": attention_weights_scaled, "softmax over the first axis (axis=0), not the keys": attention_softmax_axis0,
     },
     "01.masked_attention": {
-        **SCALE["01"],
+        **SCALE["01"], "scaled by √(q.shape[0]) instead of √d_k": masked_by_first_dim,
+        "mask applied after the softmax, then renormalised: a hidden key with a large score leaves the others 0":
+            masked_renormalised_with_eps,
         "softmax over the wrong axis (the queries, not the keys)": masked_softmax_queries,
         "scaled the weights after the softmax, not the scores before it": masked_weights_scaled, "softmax over the first axis (axis=0), not the keys": masked_softmax_axis0, "indexed the scores with a mask of another shape": masked_indexed,
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": masked_plus_inverted,
         ADDED: masked_plus_mask, TIMES_INF: masked_times_inf, NEGATED: masked_negated, ARITHMETIC: masked_bool_minus_bool,
     },
     "02.cross_attention": {
@@ -498,6 +660,8 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √d_v (the values' width) instead of √d_k": cross_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": cross_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": cross_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": cross_by_first_dim,
+        "returned the scores as the weights, not their softmax": cross_returns_scores,
         "scaled the weights after the softmax, not the scores before it": cross_weights_scaled, "softmax over the first axis (axis=0), not the keys": cross_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": cross_with_residual,
     },
     "02.padded_cross_attention": {
@@ -506,37 +670,65 @@ LEARNER_MISTAKES_ATTENTION = {
         "scaled by √d_v (the values' width) instead of √d_k": padded_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": padded_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": padded_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": padded_by_first_dim,
+        "mask applied after the softmax, then renormalised: a hidden key with a large score leaves the others 0":
+            padded_renormalised,
         "scaled by √query_dim (the width of x) instead of √d_k": padded_by_query_dim,
         "scaled by √context_dim (the width of the context) instead of √d_k": padded_by_context_dim,
         "softmax over the wrong axis (the queries, not the keys)": padded_softmax_queries,
         "scaled the weights after the softmax, not the scores before it": padded_weights_scaled, "softmax over the first axis (axis=0), not the keys": padded_softmax_axis0, "added x to the output: the residual belongs to the block (task 6), not to the attention": padded_with_residual,
         "indexed the scores with a mask of another shape": padded_indexed,
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": padded_plus_inverted,
         ADDED: padded_plus_mask, TIMES_INF: padded_times_inf, NEGATED: padded_negated, ARITHMETIC: padded_bool_minus_bool,
     },
+    "02.block": {
+        "normalised the context as well as x": block_normalises_both,
+        "layer norm over the tokens axis, not over each token's features": block_own_norm_over_tokens,
+    },
+    "03.gated_block": {"normalised the context instead of x": GatedNormalisesTheContextNotX,
+                       "tanh applied to gate × update, not to the gate alone": GatedTanhOfTheProduct,
+                       "the layer norm applied to the update, not to the attention's input": GatedNormalisesTheUpdate,
+                       "tanh applied to the whole sum, x + gate · update": GatedTanhOfTheSum},
     "03.forward": {
         "divided by head_dim instead of √head_dim": forward_by_d_k,
         "multiplied by √head_dim instead of dividing by it": forward_times_sqrt,
         "scaled by √Lk (the number of keys) instead of √head_dim": forward_by_Lk,
         "scaled by √Lq (the number of queries) instead of √head_dim": forward_by_Lq,
+        "scaled by √(q.shape[0]) instead of √head_dim": forward_by_first_dim,
+        "scaled by √(query_dim / num_heads) instead of √head_dim": forward_head_dim_from_x,
+        "softmax over the heads axis (dim=1), not the keys": forward_softmax_over_heads,
+        "to_k and to_v swapped": forward_keys_from_to_v,
+        "weights averaged over the heads": forward_mean_weights,
         "scaled by √context_dim (the width of the context) instead of √head_dim": forward_by_context_dim,
         "mask applied after the softmax": forward_after_softmax,
         "hidden scores set to 0 instead of −inf": forward_masked_with_zero,
         "scaled the weights after the softmax, not the scores before it": forward_weights_scaled, "softmax over the first axis (axis=0), not the keys": forward_softmax_dim0, "indexed the scores with a mask of another shape": forward_indexed,
         "heads split as (head_dim, num_heads): each head gets every num_heads-th feature": forward_heads_wrong_order,
         ".view() after a transpose": forward_view_after_transpose,
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": forward_plus_inverted,
         ADDED: forward_plus_mask, TIMES_INF: forward_times_inf, NEGATED: forward_negated, ARITHMETIC: forward_one_minus_mask,
     },
     "03.mha_mask": {
+        "the inverted mask added as a number: hidden keys gain 1 instead of −inf": mha_inverted_float, "an integer key_padding_mask": mha_int_mask,
         ADDED: mha_float_mask, TIMES_INF: mha_times_inf, NEGATED: mha_negated, ARITHMETIC: mha_one_minus,
         "context_mask passed as attn_mask": mha_as_attn_mask,
     },
 }
 
 # Other ways to write a slip above (or a catalogued one), which must get the same name.
+def project_returns_q_v_k(x, context, W_Q, W_K, W_V):
+    q, k, v = x @ W_Q, context @ W_K, context @ W_V
+    return q, v, k
+
+
 VARIANTS_ATTENTION = [
+    ("01.attention", "with batch dims, k.T or np.dot mixes the batch axes in", attention_with_np_dot),
+    ("03.forward", "heads split without a transpose", forward_split_and_merge_without_transpose),
+    ("02.project", "keys and values swapped (W_K and W_V, or the order returned)", project_returns_q_v_k),
     ("01.softmax", "subtracted the minimum (or the mean), not the maximum", softmax_minus_mean),
     ("01.masked_attention", "hidden scores set to 0 instead of −inf", masked_scores_times_mask),
     ("01.masked_attention", ADDED, masked_plus_mask_minus_one),
+
     ("03.mha_mask", ADDED, mha_mask_minus_one),
 ]
 
@@ -614,3 +806,13 @@ RIGHT_ANSWERS_ATTENTION = [
     ("03.forward", forward_with_einsum_and_F_softmax),
     ("03.mha_mask", mha_with_in_proj_weight),
 ]
+
+
+def masked_naive_softmax(q, k, v, mask):
+    s = np.where(mask, q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]), -np.inf)
+    w = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+    w = np.where(np.isnan(w), 0.0, w)  # the row that may see nothing ... and, unseen, the underflowing ones
+    return w @ v, w
+
+
+LEARNER_MISTAKES_ATTENTION["01.masked_attention"]["softmax without max subtraction"] = masked_naive_softmax

@@ -52,9 +52,12 @@ def _make_submissions(folder: Path) -> None:
     _edit(EXERCISE_01, folder / "loop.ipynb", {
         "ex01-03": lambda s: s.replace("    # YOUR CODE", "    while True:\n        pass\n    # YOUR CODE"),
     })
-    # softmax right on every public check, wrong on a hidden test: a single vector comes back 2-D.
+    # The public checks are meant to fail whatever a hidden test fails (a single vector, say, is one of
+    # their cases); only an answer that singles out the hidden test's own input slips past them.
     _edit(SOLUTION_01, folder / "hidden.ipynb", {
-        "ex01-03": lambda s: s.replace("    ### BEGIN SOLUTION", "    z = np.atleast_2d(z)\n    ### BEGIN SOLUTION"),
+        "ex01-03": lambda s: s.replace("    ### BEGIN SOLUTION",
+                                       "    if np.shape(z) == (1, 2):\n        return np.full((1, 2), 0.5)\n"
+                                       "    ### BEGIN SOLUTION"),
     })
     _edit(SOLUTION_01, folder / "dies.ipynb", {"ex01-08": lambda s: "import os\nos._exit(1)"})
     (folder / "malformed.ipynb").write_bytes(SOLUTION_01.read_bytes()[:700])
@@ -132,7 +135,7 @@ def test_a_buggy_submission_gets_named_mistakes_and_notes_on_its_broken_cells(gr
 def test_hidden_tests_catch_what_the_public_checks_do_not(graded):
     record = graded["records"]["hidden.ipynb"]
     softmax = _tasks(record)["01.softmax"]
-    assert softmax["status"] == "failed" and "Hidden test: softmax must work on a single vector" in softmax["feedback"]
+    assert softmax["status"] == "failed" and "Hidden test: softmax([0, log 3]) must be [1/4, 3/4]" in softmax["feedback"]
     assert record["points"] == 7
 
 

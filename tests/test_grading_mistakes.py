@@ -1217,7 +1217,7 @@ LEARNER_MISTAKES = {
         "scaled by √Lk (the number of keys) instead of √d_k": attention_by_Lk,
         "softmax over the wrong axis (the queries, not the keys)": attention_softmax_over_queries,
         "K not transposed (q @ k)": attention_k_not_transposed,
-        "k.T transposes every axis, not just the last two": attention_k_dot_T,
+        "with batch dims, k.T or np.dot mixes the batch axes in": attention_k_dot_T,
         "weights multiplied with k instead of v": attention_weights_at_k,
         "returns (weights, out) instead of (out, weights)": attention_returns_weights_first,
         "softmax without max subtraction": attention_naive_softmax,
@@ -1235,7 +1235,7 @@ LEARNER_MISTAKES = {
         "keys and values projected from x (self-attention), not from the context": project_self_attention,
         "x and context swapped: the context asks and x answers": project_swapped,
         "queries projected from the context": project_q_from_context,
-        "W_K and W_V swapped": project_k_v_swapped,
+        "keys and values swapped (W_K and W_V, or the order returned)": project_k_v_swapped,
     },
     "02.cross_attention": {
         "no 1/√d_k scaling": cross_unscaled,
@@ -1297,9 +1297,9 @@ LEARNER_MISTAKES = {
         "the gate also scales the residual: tanh(gate) · (x + update)": GatedWholeSum,
         "forgot the residual: y = tanh(gate) · update": GatedNoResidual,
         "residual added to the normalised stream": GatedResidualFromNormed,
-        "the layer norm applied to the output (post-norm), not to the attention's input": GatedPostNorm,
+        "post-norm: the layer norm after the sum": GatedPostNorm,
         "no layer norm before the attention": GatedNoNorm,
-        "the context normalised with x's layer norm": GatedNormsContext,
+        "normalised the context as well as x": GatedNormsContext,
         "context_mask not passed on": GatedDropsMask,
     },
     "04.online_update": {
@@ -1447,7 +1447,8 @@ for task_id, more in LEARNER_MISTAKES_0405.items():
 
 # Other ways to make a catalogued mistake, which must get the same name.
 VARIANTS = [
-    ("01.masked_attention", "a query that may see no key gets NaN", masked_renormalised),
+    ("01.masked_attention", "mask applied after the softmax, then renormalised: a hidden key with a large score "
+     "leaves the others 0", masked_renormalised),
     ("03.gated_block", "the gate does not start closed: a new block must return x unchanged", GatedOnesAtStart),
     ("03.mha_mask", "key_padding_mask not inverted (it means True = ignore)", mha_mask_not_inverted_copy),
     ("04.online_update", "NaN on a row with no unmasked key: -inf - (-inf)", update_guards_alpha_only),

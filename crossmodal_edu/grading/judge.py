@@ -54,6 +54,7 @@ class _Outcome:
     value: Any = None
     error: Optional[BaseException] = None
     changed: Optional[str] = None  # the name of an input the call modified
+    dtypes: tuple[str, ...] = ()  # the float dtype of each output as returned ("float32"), "" for others
 
 
 def _as_arrays(value: Any) -> Any:
@@ -69,6 +70,16 @@ def _as_arrays(value: Any) -> Any:
     if array.dtype.kind in "biuf":
         return array.astype(np.float64)
     return value
+
+
+def _float_dtypes(value: Any) -> tuple[str, ...]:
+    """``("float32", "")``: the float dtype of each returned array or tensor (``""`` for anything else)."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    names = []
+    for item in items:
+        dtype = str(getattr(item, "dtype", "")).replace("torch.", "")
+        names.append(dtype if dtype.startswith(("float", "bfloat")) else "")
+    return tuple(names)
 
 
 def _same_array(a: Any, b: Any) -> bool:
@@ -104,7 +115,7 @@ def _call(fn: Callable[..., Any], case: Case) -> _Outcome:
             value = fn(*args, **options)
     except Exception as error:  # KeyboardInterrupt is not caught: a learner may stop a long check
         return _Outcome(error=error)
-    outcome = _Outcome(value=_as_arrays(value))
+    outcome = _Outcome(value=_as_arrays(value), dtypes=_float_dtypes(value))
     for name, old, new in zip(case.inputs, before, args):
         if old is not None and not _same_array(old, _snapshot(new)):
             outcome.changed = name
@@ -165,7 +176,8 @@ def _unpack(task: FunctionTask, value: Any) -> tuple[Optional[tuple[np.ndarray, 
     arrays = []
     for name, item in zip(task.outputs, items):
         if item is None:
-            return None, f"returned None for `{name}`: did it forget to `return`?"
+            return None, (f"returned None for `{name}`: did it forget to compute it, or take it from a call that "
+                          f"gives None (nn.MultiheadAttention does for its weights with need_weights=False)?")
         if not isinstance(item, np.ndarray):
             return None, f"returned {_kind(item)} for `{name}`, not an array"
         arrays.append(item)
@@ -227,9 +239,20 @@ def _where(error: BaseException, fn: Callable[..., Any]) -> str:
     if isinstance(remote, str):  # raised in the learner's kernel, which found the line there
         return remote
     fn_code = getattr(fn, "__code__", None)
+    frames = list(traceback.walk_tb(error.__traceback__))
+    if isinstance(fn, type):  # a class of the learner's (an nn.Module): its own methods count as the answer
+        methods = {v.__code__: f"{fn.__name__}.{v.__code__.co_name}" for klass in fn.__mro__
+                   for v in vars(klass).values() if hasattr(v, "__code__")
+                   and _is_learners(v.__code__.co_filename, "")}
+        hit = next(((frame, lineno) for frame, lineno in reversed(frames) if frame.f_code in methods), None)
+        if hit is None:
+            return ""
+        frame, lineno = hit
+        number = lineno - frame.f_code.co_firstlineno + 1
+        line = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
+        return f"line {number} of {methods[frame.f_code]}" + (f": `{line}`" if line else "")
     if fn_code is None:
         return ""
-    frames = list(traceback.walk_tb(error.__traceback__))
     start = next((i for i, (frame, _) in enumerate(frames) if frame.f_code is fn_code), None)
     if start is None:
         return ""
@@ -274,6 +297,8 @@ def _deviation(task: FunctionTask, mine: tuple[np.ndarray, ...], expected: tuple
     if worst is None:
         return "the values differ from the reference"
     size, name, index, yours, ref = worst
+    if size == 0:  # every value right: what fails is something else (a property, a flag)
+        return ""
     index = tuple(int(j) for j in index)
     return (f"largest deviation from the reference: {size:.3g} in `{name}` at index {index} "
             f"(yours {yours:.6g}, reference {ref:.6g})")
@@ -375,7 +400,8 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
             return _result(task, FAILED, f"mistake found: {IN_PLACE}", [f"Hint: {hint}",
                            f"Seen on: {case.describe()}"], mistake=IN_PLACE, seed=seed)
 
-    expected = [_as_arrays(_reference(task, case)) for case in cases]
+    raw = [_reference(task, case) for case in cases]
+    expected, expected_dtypes = [_as_arrays(r) for r in raw], [_float_dtypes(r) for r in raw]
     unpacked = [(_unpack(task, o.value) if o.error is None else (None, None)) for o in mine]
     right = [o.error is None and _close(o.value, e, *_tolerance(task, c)) for o, e, c in zip(mine, expected, cases)]
 
@@ -432,13 +458,23 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
                            [f"`{name}` has shape {tuple(a.shape)}, but it should have shape "
                             f"{tuple(b.shape)}" + (f": {how}" if how else ""), seen], seed=seed)
     deviation = [_deviation(task, outputs, reference_outputs).capitalize(),
-                 *_how_it_differs(task, case, outputs, reference_outputs)]
+                 *_how_it_differs(task, case, outputs, reference_outputs),
+                 *_precision(task, outcome.dtypes, expected_dtypes[first_wrong])]
+    deviation = [line for line in deviation if line]
     for prop in task.properties:
         problem = _checked_property(prop, run, case, outputs)
         if problem:
             return _result(task, FAILED, f"not yet: {prop.name}", [f"But {problem}", *deviation, seen], seed=seed)
     return _result(task, FAILED, "not yet: every property holds, but the values differ from the reference",
                    [*deviation, seen], seed=seed)
+
+
+def _precision(task: FunctionTask, mine: tuple[str, ...], expected: tuple[str, ...]) -> list[str]:
+    """A line for each output returned in a lower float precision than the reference's."""
+    bits = {"float16": 16, "bfloat16": 16, "float32": 32, "float64": 64}
+    return [f"`{name}` is {a}, the reference's {b}: keep the inputs' precision (no conversion to {a})"
+            for name, a, b in zip(task.outputs, mine, expected)
+            if a in bits and b in bits and bits[a] < bits[b]]
 
 
 def _how_it_differs(task: FunctionTask, case: Case, mine: tuple[np.ndarray, ...],
@@ -534,6 +570,8 @@ def _how_far(value: Any, answer: Any) -> Optional[str]:
         return None
     if not (math.isfinite(mine) and math.isfinite(real)) or real == 0:
         return None
+    if isinstance(answer, int) and mine != round(mine):
+        return "It should be a whole number: it counts things."
     if mine == 0:
         return "It is not 0."
     if (mine < 0) != (real < 0):

@@ -58,7 +58,8 @@ def _slip(key: str, needs: str, name: str, hint: str) -> Slip:
 # The parts a task's function may compute itself:
 #   scale   it scales the scores;   softmax  it takes the softmax;   mask  it applies a True = keep mask;
 #   blind   a case has a query that may see no key;   large  a case has scores large enough to overflow e^x;
-#   project it projects x and a context with weights of its own;   heads  it splits heads.
+#   project it projects x and a context with weights of its own;   heads  it splits heads;
+#   hidden_large  a case has hidden keys whose scores are far above the visible ones'.
 SLIPS: tuple[Slip, ...] = (
     # --- the scale -----------------------------------------------------------------------------
     _slip("no_scale", "scale", "no 1/√{d_k} scaling",
@@ -81,6 +82,11 @@ SLIPS: tuple[Slip, ...] = (
     _slip("by_context_dim", "scale project", "scaled by √context_dim (the width of the context) instead of √{d_k}",
           "the scores are dot products of projected queries and keys, {d_k_is} wide; the context's own width "
           "does not enter them."),
+    _slip("by_first_dim", "scale", "scaled by √(q.shape[0]) instead of √{d_k}",
+          "q.shape[0] is the batch size (or, without batch dims, the number of queries); {d_k} is the width "
+          "of one query, {d_k_is}: count from the end."),
+    _slip("by_query_dim_per_head", "scale project heads", "scaled by √(query_dim / num_heads) instead of √{d_k}",
+          "{d_k} is what to_q gives each head, {d_k_is}; x's own width, shared among the heads, is another number."),
     _slip("by_inner", "scale heads", "scaled by √(num_heads * {d_k}) instead of √{d_k}",
           "each head's scores are dot products of {d_k}-wide vectors: divide by √{d_k}, the width of one "
           "head, not of all heads together."),
@@ -94,6 +100,8 @@ SLIPS: tuple[Slip, ...] = (
     _slip("softmax_first_axis", "softmax", "softmax over the first axis (axis=0), not the keys",
           "axis=0 is the batch (or, without batch dims, the queries): each query's weights over the keys are "
           "the last axis of the (..., Lq, Lk) scores, axis=-1."),
+    _slip("softmax_heads", "softmax heads", "softmax over the heads axis (dim=1), not the keys",
+          "the scores are (B, num_heads, Lq, Lk): each query's weights over the keys are the last axis, dim=-1."),
     _slip("softmax_no_max", "softmax large", "softmax without max subtraction",
           "e^score overflows to inf once a score passes about 709, and inf / inf is NaN: subtract each row's "
           "maximum before the exponential (your softmax from lesson 01 does)."),
@@ -101,6 +109,11 @@ SLIPS: tuple[Slip, ...] = (
     _slip("mask_after_softmax", "mask", "mask applied after the softmax",
           "multiplying the weights by the mask zeroes the hidden keys but leaves the others summing to less "
           "than 1: put -inf into the hidden scores before the softmax."),
+    _slip("mask_after_softmax_renormalised", "mask hidden_large",
+          "mask applied after the softmax, then renormalised: a hidden key with a large score leaves the others 0",
+          "renormalising the masked weights is right in exact arithmetic, but a hidden key whose score is far "
+          "above the others takes all the weight first, and the visible keys' weights underflow to 0 (0/0 or 0/ε). "
+          "Hide the keys before the softmax: -inf in their scores."),
     _slip("mask_zero", "mask", "hidden scores set to 0 instead of −inf",
           "a score of 0 still gets weight e^0 / Σ: fill the hidden scores with -inf (multiplying the scores "
           "by the mask sets them to 0 too), for which e^-inf = 0."),
@@ -111,6 +124,9 @@ SLIPS: tuple[Slip, ...] = (
     _slip("mask_added", "mask", "the mask added to the scores as a number (1/0 or 0/−1), not as −inf",
           "True and False become 1 and 0: the kept scores gain 1 (or the hidden ones lose 1), so a hidden key "
           "still gets e^-1 times the weight it would have. Hide it: -inf where the mask is False."),
+    _slip("mask_inverted_added", "mask", "the inverted mask added as a number: hidden keys gain 1 instead of −inf",
+          "(~mask) as a number is 1 on the hidden keys: adding it raises their scores instead of hiding them. "
+          "Hide them: {fill}."),
     _slip("mask_times_inf", "mask", "−inf multiplied by the mask: 0 · (−inf) is NaN",
           "(~mask) * -inf is NaN wherever the mask is True, since 0 times infinity has no value. Select "
           "instead of multiplying: {fill}."),
@@ -145,7 +161,7 @@ COVERAGE: dict[str, dict[str, Any]] = {}
 :func:`attention_mistakes` as the task modules are imported."""
 
 _BY_KEY = {slip.key: slip for slip in SLIPS}
-_NAN_ROWS_ALWAYS = {"mask_nan", "softmax_no_max", "mask_finite"}  # their rows are NaN (or never empty) either way
+_NAN_ROWS_ALWAYS = {"mask_nan", "softmax_no_max", "mask_finite", "mask_times_inf"}  # their rows are NaN (or never empty) either way
 
 
 def attention_mistakes(
@@ -175,8 +191,12 @@ def attention_mistakes(
         hint = hints.get(slip.key, slip.hint)
         # The same slip with a softmax that leaves a row of nothing but -inf NaN (a learner's own, or
         # torch's) rather than zero (the course's reference): both are what a learner may have written.
-        also = () if slip.key in _NAN_ROWS_ALWAYS else tuple(
-            f for f in (variant(f"{slip.key}/nan"),) if f is not None)
+        # (a slip whose rows are NaN anyway: also with the NaN turned into 0, np.nan_to_num-style)
+        ways = (f"{slip.key}/nan",) if slip.key not in _NAN_ROWS_ALWAYS else \
+            (f"{slip.key}/zero",) if slip.key == "softmax_no_max" else ()
+        if slip.key == "mask_after_softmax_renormalised":  # ... and with an ε against 0/0
+            ways += (f"{slip.key}/eps",)
+        also = tuple(f for f in (variant(way) for way in ways) if f is not None)
         mistakes.append(Mistake(slip.name.format(**fill), hint.format(**fill), impl, also=also))
         planted.append(slip.key)
     for needs, name, hint, pattern in RAISED:
@@ -191,25 +211,33 @@ def slip_name(key: str, **words: str) -> str:
     return _BY_KEY[key].name.format(**{**WORDS, **words})
 
 
-_SCALE_SLIPS = {"scale_after_softmax", "no_scale", "by_d_k", "times_sqrt_d_k", "by_d_v", "by_Lk", "by_Lq", "by_query_dim",
+_SCALE_SLIPS = {"by_first_dim", "by_query_dim_per_head", "scale_after_softmax", "no_scale", "by_d_k", "times_sqrt_d_k", "by_d_v", "by_Lk", "by_Lq", "by_query_dim",
                 "by_context_dim", "by_inner"}
 
 
-def _parse(slip: Optional[str]) -> tuple[Optional[str], bool]:
-    """``"mask_inverted/nan"`` -> ``("mask_inverted", True)``: the slip, and whether a row with
-    nothing to see comes out NaN (a plain softmax) rather than zero (the course's reference)."""
+def _parse(slip: Optional[str]) -> tuple[Optional[str], bool, float]:
+    """``"mask_inverted/nan"`` -> ``("mask_inverted", True, 0.0)``: the slip; whether a row with
+    nothing to see comes out NaN (a plain softmax) rather than zero (the course's reference); and
+    the ε a renormalisation adds to its denominator (``"/eps"``: 1e-9)."""
     if slip is None:
-        return None, False
-    key, _, rows = slip.partition("/")
-    return key, rows == "nan" or key in ("mask_nan", "softmax_no_max")
+        return None, False, 0.0
+    key, _, how = slip.partition("/")
+    return key, how in ("nan", "zero") or key in ("mask_nan", "softmax_no_max", "mask_times_inf"), 1e-9 * (how == "eps")
+
+
+def _zeroed(slip: Optional[str]) -> bool:
+    """``"softmax_no_max/zero"``: the slip's NaN weights turned into 0 afterwards."""
+    return slip is not None and slip.endswith("/zero")
 
 
 def scale_for(slip: Optional[str], d_k: int, d_v: int, Lq: int, Lk: int,
               query_dim: Optional[int] = None, context_dim: Optional[int] = None,
-              inner: Optional[int] = None) -> float:
+              inner: Optional[int] = None, first_dim: Optional[int] = None,
+              num_heads: Optional[int] = None) -> float:
     """The factor the scores are multiplied by: ``1/√d_k``, or what the slip ``slip`` uses instead."""
     sizes = {"by_d_v": d_v, "by_Lk": Lk, "by_Lq": Lq, "by_query_dim": query_dim,
-             "by_context_dim": context_dim, "by_inner": inner}
+             "by_context_dim": context_dim, "by_inner": inner, "by_first_dim": first_dim,
+             "by_query_dim_per_head": None if query_dim is None or num_heads is None else query_dim / num_heads}
     if slip in ("no_scale", "scale_after_softmax"):
         return 1.0
     if slip == "by_d_k":
@@ -231,8 +259,10 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
     factor for ``slip=None`` (default ``1/√d_k``); ``sizes`` (``query_dim``, ``context_dim``,
     ``inner``) are what some slips scale by instead.
     """
-    slip, nan_rows = _parse(slip)
+    zero = _zeroed(slip)
+    slip, nan_rows, eps = _parse(slip)
     d_k, d_v, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
+    sizes.setdefault("first_dim", q.shape[0])
     factor = scale if (scale is not None and slip not in _SCALE_SLIPS) else scale_for(slip, d_k, d_v, Lq, Lk, **sizes)
     scores = q @ np.swapaxes(k, -1, -2) * factor  # (..., Lq, Lk)
     keep = None if mask is None else np.broadcast_to(np.asarray(mask, dtype=bool), scores.shape)
@@ -245,28 +275,31 @@ def numpy_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[
             scores = scores + keep
         elif slip == "mask_times_inf":
             scores = scores + (~keep) * -np.inf
+        elif slip == "mask_inverted_added":
+            scores = scores + ~keep
         elif slip == "mask_finite":
             scores = np.where(keep, scores, -1e9)
-        elif slip not in ("mask_ignored", "mask_after_softmax"):
+        elif slip not in ("mask_ignored", "mask_after_softmax", "mask_after_softmax_renormalised"):
             scores = np.where(keep, scores, -np.inf)
-    axis = {"softmax_queries": -2, "softmax_first_axis": 0}.get(slip, -1)
+    axis = {"softmax_queries": -2, "softmax_first_axis": 0, "softmax_heads": -3}.get(slip, -1)
     with np.errstate(all="ignore"):
+        top = scores.max(axis=axis, keepdims=True)
+        empty = np.isneginf(top)  # a row with nothing to see: all zeros (unless nan_rows)
         if slip == "softmax_no_max":
             e = np.exp(scores)
         else:
-            top = scores.max(axis=axis, keepdims=True)
-            if not nan_rows:
-                top = np.where(np.isneginf(top), 0.0, top)  # a row with nothing to see: all zeros
-            e = np.exp(scores - top)
-        total = e.sum(axis=axis, keepdims=True)
-        if nan_rows:
-            weights = e / total
-        else:
-            weights = np.where(total > 0, e / np.where(total > 0, total, 1.0), 0.0)
-    if slip == "mask_after_softmax" and keep is not None:
-        weights = weights * keep
+            e = np.exp(scores - (top if nan_rows else np.where(empty, 0.0, top)))
+        weights = e / e.sum(axis=axis, keepdims=True)
+        if not nan_rows:
+            weights = np.where(empty, 0.0, weights)
+        if keep is not None and slip in ("mask_after_softmax", "mask_after_softmax_renormalised"):
+            weights = weights * keep
+            if slip == "mask_after_softmax_renormalised":
+                weights = weights / (weights.sum(axis=-1, keepdims=True) + eps)
     if slip == "scale_after_softmax":
         weights = weights / math.sqrt(d_k)
+    if zero:
+        weights = np.nan_to_num(weights, nan=0.0)
     return weights @ v, weights
 
 
@@ -275,8 +308,10 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
     ``(..., Lk, d_v)``, ``mask`` (True = may attend) broadcasting against the scores."""
     import torch
 
-    slip, nan_rows = _parse(slip)
+    zero = _zeroed(slip)
+    slip, nan_rows, eps = _parse(slip)
     d_k, d_v, Lq, Lk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
+    sizes.setdefault("first_dim", q.shape[0])
     factor = scale if (scale is not None and slip not in _SCALE_SLIPS) else scale_for(slip, d_k, d_v, Lq, Lk, **sizes)
     scores = q @ k.transpose(-2, -1) * factor  # (..., Lq, Lk)
     keep = None if mask is None else torch.as_tensor(mask, dtype=torch.bool).expand(scores.shape)
@@ -290,26 +325,28 @@ def torch_attention(q, k, v, mask=None, *, slip: Optional[str] = None, scale: Op
             scores = scores + keep.to(scores.dtype)
         elif slip == "mask_times_inf":
             scores = scores + (~keep).to(scores.dtype) * float("-inf")
+        elif slip == "mask_inverted_added":
+            scores = scores + (~keep).to(scores.dtype)
         elif slip == "mask_finite":
             scores = scores.masked_fill(~keep, -1e9)
-        elif slip not in ("mask_ignored", "mask_after_softmax"):
+        elif slip not in ("mask_ignored", "mask_after_softmax", "mask_after_softmax_renormalised"):
             scores = scores.masked_fill(~keep, float("-inf"))
-    dim = {"softmax_queries": -2, "softmax_first_axis": 0}.get(slip, -1)
+    dim = {"softmax_queries": -2, "softmax_first_axis": 0, "softmax_heads": -3}.get(slip, -1)
+    top = scores.amax(dim=dim, keepdim=True)
+    empty = top == minus_inf  # a row with nothing to see: all zeros (unless nan_rows)
     if slip == "softmax_no_max":
         e = scores.exp()
     else:
-        top = scores.amax(dim=dim, keepdim=True)
-        if not nan_rows:
-            top = torch.where(top == minus_inf, torch.zeros_like(top), top)
-        e = (scores - top).exp()
-    total = e.sum(dim=dim, keepdim=True)
-    if nan_rows:
-        weights = e / total
-    else:
-        weights = torch.where(total > 0, e / torch.where(total > 0, total, torch.ones_like(total)),
-                              torch.zeros_like(e))
-    if slip == "mask_after_softmax" and keep is not None:
+        e = (scores - (top if nan_rows else torch.where(empty, torch.zeros_like(top), top))).exp()
+    weights = e / e.sum(dim=dim, keepdim=True)
+    if not nan_rows:
+        weights = torch.where(empty, torch.zeros_like(weights), weights)
+    if keep is not None and slip in ("mask_after_softmax", "mask_after_softmax_renormalised"):
         weights = weights * keep
+        if slip == "mask_after_softmax_renormalised":
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + eps)
     if slip == "scale_after_softmax":
         weights = weights / math.sqrt(d_k)
+    if zero:
+        weights = torch.nan_to_num(weights, nan=0.0)
     return weights @ v, weights

@@ -210,6 +210,11 @@ SCORE_STD = PredictionTask(
                 "1 is what the scaling achieves; the question is about q·k before dividing.", value=1),
         Mistake("that is the mean of the score, not its spread",
                 "q·k has mean 0, but each of its 64 terms adds variance 1.", value=0),
+        Mistake("that squares d_k: Var(q·k) is d_k itself",
+                "each of the d_k terms of q·k has variance 1, so the variance is d_k = 64, not d_k²; the "
+                "spread is its square root.", value=4096),
+        Mistake("that is √8: the spread is √d_k, and d_k = 64",
+                "the standard deviation is the square root of the variance d_k = 64.", value=8 ** 0.5),
         Mistake("the spread grows with d_k, it does not shrink",
                 "q·k is a sum of d_k terms, each with variance 1: the variances add up.", value=1 / 8),
     ),
@@ -223,7 +228,7 @@ SCORE_STD = PredictionTask(
 
 def _attention_cases(rng: np.random.Generator) -> list[Case]:
     B, H = 2, int(rng.integers(2, 4))
-    Lq, Lk, d_k, d_v = distinct(rng, 4, 2, 9)
+    Lq, Lk, d_k, d_v = distinct(rng, 4, 3, 9)  # none of them 2 = B, which q.shape[0] would give
     normal = rng.normal
     Lq2, d_v2 = distinct(rng, 2, 2, 8)
     q_large, k_large = 30 * normal(size=(B, Lq, d_k)), 30 * normal(size=(B, Lk, d_k))
@@ -281,6 +286,16 @@ def _att_k_not_transposed(q, k, v):
     return weights @ v, weights
 
 
+def _att_np_dot(q, k, v):
+    weights = reference.softmax(np.dot(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]))
+    return np.dot(weights, v), weights
+
+
+def _att_np_dot_scores_only(q, k, v):
+    weights = reference.softmax(np.dot(q, np.swapaxes(k, -1, -2)) / np.sqrt(q.shape[-1]))
+    return weights @ v, weights
+
+
 def _att_k_dot_T(q, k, v):
     weights = reference.softmax(q @ k.T / np.sqrt(q.shape[-1]))
     return weights @ v, weights
@@ -317,9 +332,10 @@ ATTENTION = FunctionTask(
         Mistake("K not transposed (q @ k)",
                 "scores[i, j] = q_i · k_j needs q @ k.swapaxes(-1, -2): (..., Lq, d_k) @ (..., d_k, Lk).",
                 _att_k_not_transposed),
-        Mistake("k.T transposes every axis, not just the last two",
-                "with batch dims, k.T reverses all of them; k.swapaxes(-1, -2) swaps only Lk and d_k.",
-                _att_k_dot_T),
+        Mistake("with batch dims, k.T or np.dot mixes the batch axes in",
+                "k.T reverses every axis, and np.dot pairs every batch with every other; only the last two axes "
+                "take part in a product: q @ k.swapaxes(-1, -2), and weights @ v.",
+                _att_k_dot_T, also=(_att_np_dot, _att_np_dot_scores_only)),
         Mistake("weights multiplied with k instead of v",
                 "the output mixes the values: weights @ v, of shape (..., Lq, d_v).", _att_weights_at_k),
         Mistake("returns (weights, out) instead of (out, weights)",
@@ -337,7 +353,7 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
     B = int(rng.integers(2, 4))
     # Lq < Lk: a causal mask then has no row of all True, and nor have the other masks, so an
     # inverted mask never hides every key of a row (whatever one does there, it is named).
-    Lq, Lk, d_k, d_v = distinct(rng, 4, 2, 9)
+    Lq, Lk, d_k, d_v = [n for n in distinct(rng, 5, 2, 9) if n != B][:4]  # and none equal to B
     Lq, Lk = sorted((Lq, Lk))
     Lk = max(Lk, 3)
     d_k = max(d_k, 2)
@@ -348,9 +364,23 @@ def _masked_cases(rng: np.random.Generator) -> list[Case]:
     full[full.all(axis=-1)] = False  # no row may see every key (see above) ...
     full[..., 0] |= ~full.any(axis=-1)  # ... and every row sees at least one ...
     full[0, 0] = False  # ... except query 0 of sequence 0, which may see nothing
+    # Padded keys whose scores are far above the real ones' (by more than 745, where e^-x underflows):
+    # only hiding them before the softmax leaves the real keys any weight. Every score is negative
+    # (about -150 to -350 for the padding, below -1000 for the real words), so that even a softmax
+    # without its max shift overflows nowhere here.
+    q_loud, k_loud = normal(size=(B, Lq, d_k)), normal(size=(B, Lk, d_k))
+    q_loud[..., 0] = 3.0 + np.clip(np.abs(q_loud[..., 0]), 0.0, 3.0)  # 3 to 6
+    k_loud[..., 0] = np.where(padding[:, 0, :], -350.0, -50.0) * np.sqrt(d_k)
+    # Scores all about the same and above 1000: e^score overflows unless the maximum is subtracted.
+    q_high, k_high = normal(size=(B, Lq, d_k)), normal(size=(B, Lk, d_k))
+    q_high[..., 0], k_high[..., 0] = 40.0, 40.0 * np.sqrt(d_k)
     return [
         Case({"q": normal(size=(B, Lq, d_k)), "k": normal(size=(B, Lk, d_k)),
               "v": normal(size=(B, Lk, d_v)), "mask": padding}, note="a padding mask"),
+        Case({"q": q_loud, "k": k_loud, "v": normal(size=(B, Lk, d_v)), "mask": padding},
+             note="padded keys with huge scores"),
+        Case({"q": q_high, "k": k_high, "v": normal(size=(B, Lk, d_v)), "mask": padding},
+             note="every score above 1000"),
         Case({"q": normal(size=(B, Lq, d_k)), "k": normal(size=(B, Lk, d_k)),
               "v": normal(size=(B, Lk, d_v)), "mask": full}, note="query (0, 0) may see no key"),
         Case({"q": normal(size=(Lq, d_k)), "k": normal(size=(Lk, d_k)), "v": normal(size=(Lk, d_v)),
@@ -407,7 +437,7 @@ MASKED_ATTENTION = FunctionTask(
     ),
     mistakes=attention_mistakes(
         "01.masked_attention", lambda slip: lambda q, k, v, mask: numpy_attention(q, k, v, mask, slip=slip),
-        has={"scale", "softmax", "mask", "blind"}),
+        has={"scale", "softmax", "mask", "blind", "hidden_large", "large"}),
     planted=slip_name("mask_after_softmax"),
 )
 

@@ -64,6 +64,10 @@ def _proj_k_v_swapped(x, context, W_Q, W_K, W_V):
     return x @ W_Q, context @ W_V, context @ W_K
 
 
+def _proj_q_scaled(x, context, W_Q, W_K, W_V):
+    return x @ W_Q / np.sqrt(W_Q.shape[1]), context @ W_K, context @ W_V
+
+
 def _projection_shapes(case: Case):
     i = case.inputs
     return ((*i["x"].shape[:-1], i["W_Q"].shape[1]), (*i["context"].shape[:-1], i["W_K"].shape[1]),
@@ -89,9 +93,13 @@ PROJECT = FunctionTask(
                 _proj_swapped),
         Mistake("queries projected from the context",
                 "q = x @ W_Q: the queries come from x, the modality that asks.", _proj_q_from_context),
-        Mistake("W_K and W_V swapped",
-                "keys are compared with queries, so they need W_K (width d_k); values carry content, W_V (width d_v).",
+        Mistake("keys and values swapped (W_K and W_V, or the order returned)",
+                "keys are compared with queries, so they need W_K (width d_k); values carry content, W_V (width d_v); "
+                "and the function returns them in that order, (q, k, v).",
                 _proj_k_v_swapped),
+        Mistake("q already divided by √d_k",
+                "project only projects: q = x @ W_Q. The 1/√d_k belongs to the scores, in cross_attention (task 2).",
+                _proj_q_scaled),
     ),
 )
 
@@ -167,6 +175,12 @@ RESIDUAL_ADDED = Mistake(
     "return what the attention computes, (weights @ v) @ W_O; the block adds it to the stream later.", _ca_plus_x)
 
 
+def _ca_returns_scores(x, context, W_Q, W_K, W_V, W_O):
+    q, k, v = x @ W_Q, context @ W_K, context @ W_V
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    return reference.softmax(scores) @ v @ W_O, scores
+
+
 def _ca_roles_swapped(x, context, W_Q, W_K, W_V, W_O):
     return _cross(context, x, W_Q, W_K, W_V, W_O)
 
@@ -189,6 +203,8 @@ CROSS_ATTENTION = FunctionTask(
         *attention_mistakes("02.cross_attention", _cross_slip, has={"scale", "softmax", "project"},
                             words=_WORDS_02),
         RESIDUAL_ADDED,
+        Mistake("returned the scores as the weights, not their softmax",
+                "the weights are softmax(scores): each query's row is positive and sums to 1.", _ca_returns_scores),
         Mistake("forgot W_O: the output is left in the values' width d_v",
                 "map the result back to the queries' width: (weights @ v) @ W_O, shape (..., Lq, query_dim).",
                 _ca_no_W_O),
@@ -233,6 +249,12 @@ WEIGHTS_SHAPE = PredictionTask(
                 value=(4, 2, 64, 9)),
         Mistake("that is self-attention among the patches",
                 "the keys are the caption's words here, so Lk = 9.", value=(2, 4, 64, 64)),
+        Mistake("the last axis is head_dim: that is a head's output, not its weights",
+                "each head's weights have one column per word that answers (Lk = 9); head_dim = 8 is the width "
+                "of what a head returns.", value=(2, 4, 64, 8)),
+        Mistake("that is the output's shape, not the weights'",
+                "the layer returns (out, weights): out is (B, Lq, query_dim) = (2, 64, 50); the weights have "
+                "one matrix per head, one row per patch and one column per word.", value=(2, 64, 50)),
         Mistake("that is self-attention among the words",
                 "the queries are the image's patches here, so Lq = 64.", value=(2, 4, 9, 9)),
     ),
@@ -261,10 +283,24 @@ def _padded_cases(rng: np.random.Generator) -> list[Case]:
     L, L2 = distinct(rng, 2, 3, 7)
     return [
         _padded_case(rng, B, Lq, Lk),
+        _loud_padding(_padded_case(rng, B, Lq, Lk, note="padded words with huge scores"), rng),
         # Two probes, on which a mask broadcast along the wrong axis runs instead of raising.
         _padded_case(rng, 2, L, L, note="Lq = Lk"),
         _padded_case(rng, L2, L2, L2 + 1, note="B = Lq"),
     ]
+
+
+def _loud_padding(case: Case, rng: np.random.Generator) -> Case:
+    """``case`` with queries that all point about the same way and padded words whose keys point
+    that way too, far: their scores top the real words' by more than 745 (where e^-x underflows)."""
+    x, W_Q, W_K, context = (case.inputs[n].copy() for n in ("x", "W_Q", "W_K", "context"))
+    x = x[:, :1] + 0.01 * rng.normal(size=x.shape)  # (B, Lq, query_dim): in each image, queries alike
+    pad = ~case.inputs["context_mask"]  # (B, Lk)
+    for b in range(x.shape[0]):
+        q0 = x[b, 0] @ W_Q  # (d_k,)
+        direction = W_K @ q0  # (context_dim,): a word along it has the key W_Kᵀ W_K q0, and q0·k > 0
+        context[b, pad[b]] = 20000 * np.sqrt(W_K.shape[1]) / float(direction @ direction) * direction
+    return Case({**case.inputs, "x": x, "context": context}, note=case.note)
 
 
 def _padded_reference(x, context, W_Q, W_K, W_V, W_O, context_mask):
@@ -304,7 +340,7 @@ PADDED_CROSS_ATTENTION = FunctionTask(
     ),
     mistakes=(
         *attention_mistakes("02.padded_cross_attention", lambda slip: _cross_slip(slip, masked=True),
-                            has={"scale", "softmax", "project", "mask"}, words=_WORDS_02),
+                            has={"scale", "softmax", "project", "mask", "hidden_large"}, words=_WORDS_02),
         RESIDUAL_ADDED,
         Mistake("mask not broadcast over the queries",
                 "context_mask is (B, Lk) and the scores (B, Lq, Lk): insert the queries axis, "
@@ -455,6 +491,17 @@ def _block_normed_context(x, context, attention, context_mask=None):
     return x + update, weights
 
 
+def _block_both_normed(x, context, attention, context_mask=None):
+    update, weights = attention(reference.layer_norm(x), reference.layer_norm(context), context_mask)
+    return x + update, weights
+
+
+def _block_norm_over_tokens(x, context, attention, context_mask=None):
+    h = (x - x.mean(axis=-2, keepdims=True)) / np.sqrt(x.var(axis=-2, keepdims=True) + 1e-5)
+    update, weights = attention(h, context, context_mask)
+    return x + update, weights
+
+
 def _block_mask_dropped(x, context, attention, context_mask=None):
     update, weights = attention(reference.layer_norm(x), context)
     return x + update, weights
@@ -504,6 +551,12 @@ BLOCK = FunctionTask(
         Mistake("normalised the context instead of x",
                 "layer_norm goes on x, the stream being updated; the context is passed as it is.",
                 _block_normed_context),
+        Mistake("normalised the context as well as x",
+                "only the stream that asks is normalised before the attention (pre-norm); the context comes "
+                "from the text encoder as it is.", _block_both_normed),
+        Mistake("layer norm over the tokens axis, not over each token's features",
+                "a layer norm standardises each token's own vector: the mean and variance run over the last "
+                "axis (the features), x.mean(axis=-1, keepdims=True).", _block_norm_over_tokens),
         Mistake("context_mask not passed on",
                 "pass context_mask to the attention, or padded words take part.", _block_mask_dropped),
     ),

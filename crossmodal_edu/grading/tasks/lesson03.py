@@ -73,13 +73,13 @@ def _merge_reshape_only(t):
 # ---------------------------------------------------------------------------------------------
 
 
-def _forward_case(rng, B, Lq, Lk, query_dim, context_dim, H, hd, masked, note=""):
+def _forward_case(rng, B, Lq, Lk, query_dim, context_dim, H, hd, masked, note="", full_first=False):
     inner = H * hd
     return Case({"x": tensor(rng.normal(size=(B, Lq, query_dim))),
                  "context": tensor(rng.normal(size=(B, Lk, context_dim))),
                  "to_q": _linear(rng, query_dim, inner), "to_k": _linear(rng, context_dim, inner),
                  "to_v": _linear(rng, context_dim, inner), "to_out": _linear(rng, inner, query_dim),
-                 "num_heads": H, "context_mask": _padding(rng, B, Lk) if masked else None},
+                 "num_heads": H, "context_mask": _padding(rng, B, Lk, full_first) if masked else None},
                 note=f"num_heads = {H}, head_dim = {hd}" + (f"; {note}" if note else ""))
 
 
@@ -89,7 +89,7 @@ def _forward_cases(rng: np.random.Generator) -> list[Case]:
         hd = int(rng.choice([d for d in (2, 3, 5) if d != H]))
         widths = [w for w in range(3, 11) if w not in (H * hd, hd)]
         query_dim, context_dim = (int(w) for w in rng.choice(widths, size=2, replace=False))
-        Lq, Lk = distinct(rng, 2, 2, 7)
+        Lq, Lk = distinct(rng, 2, 3, 7)  # at least 3 words: a padded caption still has a choice to make
         return Lq, Lk, query_dim, context_dim, H, hd
 
     Lq, Lk, query_dim, context_dim, H, hd = sizes()
@@ -97,7 +97,7 @@ def _forward_cases(rng: np.random.Generator) -> list[Case]:
     Lq3, Lk3, width, _, H3, hd3 = sizes()
     return [
         _forward_case(rng, int(rng.integers(2, 4)), Lq, Lk, query_dim, context_dim, H, hd, True,
-                      "padded captions"),
+                      "padded captions", full_first=True),
         _forward_case(rng, int(rng.integers(2, 4)), Lq2, Lk2, query_dim2, context_dim2, H2, hd2, False,
                       "no mask"),
         # query_dim = context_dim only here: the one case on which keys from x run, so it can be named.
@@ -173,7 +173,7 @@ def _fw_slip(slip):
         q, k, v = _split(to_q(x), num_heads), _split(to_k(context), num_heads), _split(to_v(context), num_heads)
         mask = None if context_mask is None else context_mask[:, None, None, :]  # (B, 1, 1, Lk)
         heads, weights = torch_attention(q, k, v, mask, slip=slip, query_dim=x.shape[-1],
-                                         context_dim=context.shape[-1], inner=to_q.out_features)
+                                         context_dim=context.shape[-1], inner=to_q.out_features, num_heads=num_heads)
         return to_out(_merge(heads)), weights
 
     return forward
@@ -195,6 +195,20 @@ def _fw_split_view_only(x, context, to_q, to_k, to_v, to_out, num_heads, context
 def _split_order_swapped(t, H):
     B, L, D = t.shape
     return t.view(B, L, D // H, H).permute(0, 3, 1, 2)  # (B, H, L, hd), the features taken in the wrong order
+
+
+def _fw_weights_averaged(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    out, weights = _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask)
+    return out, weights.mean(dim=1)
+
+
+def _fw_kv_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _forward(x, context, to_q, to_v, to_k, to_out, num_heads, context_mask)
+
+
+def _fw_split_and_merge_view_only(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
+    return _forward(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask,
+                    split=lambda t, H: _split_view_only(t, H), merge=_merge_reshape_only)
 
 
 def _fw_split_order_swapped(x, context, to_q, to_k, to_v, to_out, num_heads, context_mask=None):
@@ -251,7 +265,13 @@ FORWARD = FunctionTask(
                 "only the queries come from x: k = to_k(context), v = to_v(context).", _fw_kv_from_x),
         Mistake("heads split without a transpose",
                 "view as (B, L, num_heads, head_dim), then .transpose(1, 2), as lesson 02's split_heads does.",
-                _fw_split_view_only),
+                _fw_split_view_only, also=(_fw_split_and_merge_view_only,)),
+        Mistake("to_k and to_v swapped",
+                "keys are what the queries are compared with: k = to_k(context); values are what is averaged: "
+                "v = to_v(context).", _fw_kv_swapped),
+        Mistake("weights averaged over the heads",
+                "return every head's weights, (B, num_heads, Lq, Lk): the heads attend differently, and an "
+                "average hides that.", _fw_weights_averaged),
         Mistake("heads merged in the wrong order: reshaped without moving the head axis back",
                 "(B, num_heads, Lq, head_dim) needs .transpose(1, 2) before the reshape, as lesson 02's "
                 "merge_heads does.", _fw_merge_reshape_only),
@@ -299,6 +319,10 @@ PARAMETERS = PredictionTask(
         Mistake("to_k and to_v read the context, whose width is context_dim = 48",
                 "keys and values are projected from the context: nn.Linear(48, 24), not nn.Linear(32, 24).",
                 value=3176),
+        Mistake("forgot to_out's bias", "to_out is an nn.Linear too: 24·32 weights and 32 biases.", value=3912),
+        Mistake("forgot to_k or to_v: both read the context",
+                "a layer has four projections: to_q (from x), to_k and to_v (both from the context), to_out.",
+                value=2768),
         Mistake("forgot to_out", "the heads are projected back to query_dim by to_out: 24·32 + 32 more.",
                 value=3144),
     ),
@@ -367,7 +391,8 @@ def _mha_slip(slip):
 
     def attend(x, context, layer, context_mask):
         keep = context_mask.to(x.dtype)
-        padding = {"mask_ignored": None, "mask_added": keep, "mask_times_inf": (1 - keep) * float("-inf")}[slip]
+        padding = {"mask_ignored": None, "mask_added": keep, "mask_times_inf": (1 - keep) * float("-inf"),
+                   "mask_inverted_added": 1 - keep}[slip]
         return _mha(x, context, layer, padding)
 
     return attend
@@ -427,7 +452,13 @@ MHA_MASK = FunctionTask(
                                  "to the real words and 0 to the padding, which keeps its weight. Pass the "
                                  "boolean ~context_mask, which hides the padding.",
                    "mask_times_inf": "(~context_mask) * float('-inf') is NaN wherever the mask is True (0 times "
-                                     "infinity); pass the boolean key_padding_mask=~context_mask."}),
+                                     "infinity); pass the boolean key_padding_mask=~context_mask.",
+                   "mask_inverted_added": "a float key_padding_mask is ADDED to the scores: (~context_mask).float() "
+                                          "raises the padding by 1 instead of hiding it. Pass the boolean "
+                                          "~context_mask: True (ignore) hides a word."}),
+        Mistake("an integer key_padding_mask",
+                "nn.MultiheadAttention takes a bool key_padding_mask (True = ignore) or a float one (added to the "
+                "scores): pass ~context_mask.", raises=r"only bool and floating types of key_padding_mask"),
         Mistake("context_mask passed as attn_mask",
                 "attn_mask is a mask per (query, key) pair, (Lq, Lk) or (B * num_heads, Lq, Lk), True = "
                 "hidden; a mask per caption word goes into key_padding_mask=~context_mask.",
@@ -521,16 +552,26 @@ def _gated_harness(cls):
         with torch.no_grad():
             fresh = block(x, context, context_mask)
             starts_closed = torch.tensor(float(isinstance(fresh, torch.Tensor) and torch.equal(fresh, x)))
+        if isinstance(block.gate, torch.Tensor) and block.gate.numel() != 1:
+            raise ValueError(f"the gate must be one number, shape (), but it has shape {tuple(block.gate.shape)}: "
+                             f"one gate opens the whole update, as in Flamingo")
         gate_trains = torch.tensor(0.0)
-        if isinstance(block.gate, nn.Parameter):
+        if isinstance(block.gate, nn.Parameter) and block.gate.requires_grad:
             with torch.enable_grad():
                 probe = block(x, context, context_mask)
                 if isinstance(probe, torch.Tensor) and probe.requires_grad:
                     (grad,) = torch.autograd.grad(probe.square().sum(), [block.gate], allow_unused=True)
                     gate_trains = torch.tensor(float(grad is not None and bool(grad.abs().sum() > 0)))
         with torch.no_grad():
-            block.norm.load_state_dict(weights["norm"])
-            block.attention.load_state_dict(weights["attention"])
+            for name in ("norm", "attention"):
+                try:
+                    getattr(block, name).load_state_dict(weights[name])
+                except RuntimeError as error:  # its shapes are not the reference's: say which, in one line
+                    lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line or "key" in line]
+                    raise ValueError(f"your block's {name} is not built like the reference's "
+                                     f"({lines[0] if lines else str(error).splitlines()[0]}): build "
+                                     f"nn.LayerNorm(query_dim) and MultiHeadCrossAttention(query_dim, context_dim, "
+                                     f"num_heads) with their default arguments") from None
             if isinstance(block.gate, torch.Tensor):
                 block.gate.copy_(weights["gate"].expand_as(block.gate))
             else:
@@ -563,7 +604,8 @@ def _gated_reference(*args):
 
 
 def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=True, norm_out=False,
-                   residual="x", gate_all=False, pass_mask=True):
+                   residual="x", gate_all=False, pass_mask=True, squash_product=False, norm_update=False,
+                   squash_sum=False):
     """A learner's block with one thing wrong: the gate's initial value, the function that
     squashes it, which tensors are normalised, what the update is added to, whether the gate
     also scales the residual, and whether the mask reaches the attention."""
@@ -579,6 +621,12 @@ def _gated_mistake(gate_init=0.0, squash=torch.tanh, norm_context=False, norm_x=
             h = self.norm(x) if norm_x else x
             source = self.norm(context) if norm_context else context
             update = self.attention(h, source, context_mask if pass_mask else None)
+            if norm_update:
+                update = self.norm(update)
+            if squash_product:
+                return x + torch.tanh(self.gate * update)
+            if squash_sum:
+                return torch.tanh(x + self.gate * update)
             gate = 1.0 if squash is None else squash(self.gate)
             base = {"x": x, "normed": self.norm(x), "none": torch.zeros_like(x)}[residual]
             y = gate * (base + update) if gate_all else base + gate * update
@@ -636,6 +684,16 @@ GATED_BLOCK = FunctionTask(
         Mistake("the raw gate multiplies the update, without tanh",
                 "squash the gate, torch.tanh(self.gate): it keeps the update's scale within ±1 however far "
                 "training pushes the gate.", _gated_mistake(squash=_gate_raw)),
+        Mistake("tanh applied to gate × update, not to the gate alone",
+                "tanh squashes the gate only: y = x + tanh(gate) · update. tanh(gate · update) also squashes "
+                "the update itself, so a fully open gate no longer passes it through.",
+                _gated_mistake(squash_product=True)),
+        Mistake("tanh applied to the whole sum, x + gate · update",
+                "tanh squashes the gate only; the residual x must pass through untouched: "
+                "y = x + tanh(gate) · update.", _gated_mistake(squash_sum=True)),
+        Mistake("the layer norm applied to the update, not to the attention's input",
+                "pre-norm normalises what the attention reads: attention(self.norm(x), context); its output is "
+                "added as it is.", _gated_mistake(norm_x=False, norm_update=True)),
         Mistake("no gate: the update is added at full strength",
                 "multiply the attention's output by torch.tanh(self.gate) before adding it to x.",
                 _gated_mistake(squash=None)),
@@ -648,16 +706,19 @@ GATED_BLOCK = FunctionTask(
         Mistake("residual added to the normalised stream",
                 "add the update to x itself, not to norm(x): the stream keeps its own scale.",
                 _gated_mistake(residual="normed")),
-        Mistake("the layer norm applied to the output (post-norm), not to the attention's input",
+        Mistake("post-norm: the layer norm after the sum",
                 "this block normalises first: y = x + tanh(gate) · attention(norm(x), context), and leaves "
                 "the sum unnormalised (then a closed gate returns x exactly).",
                 _gated_mistake(norm_x=False, norm_out=True)),
         Mistake("no layer norm before the attention",
                 "normalise the stream that asks: attention(self.norm(x), context, context_mask).",
                 _gated_mistake(norm_x=False)),
-        Mistake("the context normalised with x's layer norm",
+        Mistake("normalised the context as well as x",
                 "self.norm belongs to the query stream x (its width is query_dim); the context comes from "
                 "another model and is passed as it is.", _gated_mistake(norm_context=True)),
+        Mistake("normalised the context instead of x",
+                "self.norm goes on x, the stream being updated: attention(self.norm(x), context, ...); the "
+                "context is passed as it is.", _gated_mistake(norm_x=False, norm_context=True)),
         Mistake("context_mask not passed on",
                 "pass context_mask to the attention, or padded words take part.", _gated_mistake(pass_mask=False)),
     ),

@@ -1,0 +1,104 @@
+"""The conditioning lab benchmark (benchmarks/conditioning_lab.py): resumable, equal sizes, an honest report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossmodal_edu.dalle.config import DecoderConfig
+from crossmodal_edu.dalle.decoder import build_decoder
+from crossmodal_edu.dalle.designs import matched_config
+
+SOURCE = Path(__file__).resolve().parents[1] / "benchmarks" / "conditioning_lab.py"
+spec = importlib.util.spec_from_file_location("conditioning_lab", SOURCE)
+lab = importlib.util.module_from_spec(spec)
+sys.modules["conditioning_lab"] = lab
+spec.loader.exec_module(lab)
+
+TINY = lab.Settings(steps=3, val_prompts=4, curve_prompts=4, curve_every=2, test_prompts=4, sampling_seeds=(0,), scales=(1.0,))
+
+
+def count_weights(config: DecoderConfig) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_decoder(config).parameters())
+
+
+def test_every_design_is_within_ten_percent_of_the_width_64_reference():
+    reference = count_weights(DecoderConfig(d_model=64))
+    for design in (*lab.DESIGNS, lab.FLOOR):
+        config = matched_config(design, DecoderConfig(d_model=64))
+        assert config.d_model == 64 and config.conditioning == design
+        assert abs(count_weights(config) - reference) <= 0.10 * reference, design
+
+
+def test_a_finished_run_is_appended_once_and_skipped_when_run_again(tmp_path, monkeypatch):
+    out = tmp_path / "lab.jsonl"
+    run = lab.Run("adaln", 3e-3, 0, TINY.steps)
+    finished = lab.execute([run], out, settings=TINY)
+    lines = [json.loads(text) for text in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [run.id] == [line["id"] for line in finished]
+    line = lines[0]
+    assert line["steps"] == 3 and line["params"] == count_weights(matched_config("adaln", DecoderConfig(d_model=64)))
+    assert [point["step"] for point in line["curve"]] == [2, 3]
+    assert set(line["test"]["g1"]) >= {"tier1_all", "held_out_all", "tier2_all", "tier2_relation"}
+    assert 0.0 <= line["validation"]["score"] <= 1.0
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a run already in the file was trained again")
+
+    monkeypatch.setattr(lab, "train_and_grade", must_not_train)
+    assert lab.execute([run], out, settings=TINY) == []
+    assert len(out.read_text().splitlines()) == 1
+
+
+def _line(design, lr, seed, val, tier2, to_target):
+    test = {"tier1_all": 0.9, "held_out_all": 0.5, "tier2_all": tier2, "tier2_relation": 0.8}
+    return {"id": f"{design}|{lr}|{seed}", "design": design, "lr": lr, "seed": seed, "steps": 2000, "params": 1000,
+            "s_per_step": 0.4 + 0.1 * seed, "steps_to_target": to_target, "cpu_s_to_target": None if to_target is None else to_target / 2,
+            "validation": {"score": val}, "test": {"g1": test}, "test_settings": {"n": 500}}
+
+
+def test_the_report_takes_the_lr_that_won_on_validation_and_gives_mean_and_sample_sd(tmp_path):
+    lines = [
+        _line("joint", 1.5e-3, 0, 0.2, 0.99, 500),  # loses on validation: must not enter the row
+        _line("joint", 3e-3, 0, 0.5, 0.5, 500),
+        _line("joint", 6e-3, 0, 0.4, 0.99, 500),
+        _line("joint", 3e-3, 1, 0.0, 0.6, None),
+        _line("joint", 3e-3, 2, 0.0, 0.7, 1000),
+    ]
+    path = tmp_path / "hand.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (row,) = lab.summarise(path)
+    assert row["design"] == "joint" and row["lr"] == 3e-3 and row["seeds"] == [0, 1, 2]
+    # by hand: mean (0.5 + 0.6 + 0.7) / 3 = 0.6; deviations -0.1, 0, 0.1, so sd = sqrt(0.02 / 2) = 0.1
+    assert row["tier2_all"]["mean"] == pytest.approx(0.6) and row["tier2_all"]["sd"] == pytest.approx(0.1)
+    assert row["tier2_all"]["n"] == 3
+    assert row["s_per_step"]["sd"] == pytest.approx(np.std([0.4, 0.5, 0.6], ddof=1))
+    assert row["tier1_all"]["sd"] == pytest.approx(0.0)
+    assert row["steps_to_target"]["mean"] == 750 and row["steps_to_target"]["n"] == 2
+    assert row["steps_to_target"]["sd"] == pytest.approx(np.std([500, 1000], ddof=1))
+    assert row["tier2_all"]["se"] == pytest.approx(0.1 / np.sqrt(3))
+    assert row["reached"] == "2/3"
+    table = lab.report_table([row])
+    assert "60.0 ± 10.0 (n=3, se 5.8)" in table
+
+
+@pytest.mark.skipif(not lab.outside_available(), reason="DALLE-pytorch not set up (benchmarks/conditioning_lab.py --setup-outside)")
+def test_the_outside_row_is_dalle_pytorch_at_the_reference_size_and_reads_token_ids():
+    model = lab.build_model(lab.OUTSIDE_NAME)
+    reference = count_weights(DecoderConfig(d_model=64))
+    assert abs(sum(p.numel() for p in model.parameters()) - reference) <= 0.10 * reference
+    config = model.config
+    null = torch.zeros(2, config.max_text_len, dtype=torch.long)
+    null[:, 0] = config.null_id
+    assert torch.equal(model.dalle_text(null), torch.zeros_like(null))  # the course's null caption is DALLE's (all padding)
+    text = torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0]] * 2)
+    image_tokens = torch.randint(0, config.codebook_size, (2, config.num_image_tokens))
+    assert torch.isfinite(model.loss(image_tokens, text, text > 0))
+    assert torch.equal(text, torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0]] * 2))  # DALLE's in-place edits never reach the caller
