@@ -384,6 +384,10 @@ def blocked_by_Lq(q, k, v, block_size=3):
     return _scaled_loop(q, k, v, block_size, 1 / np.sqrt(q.shape[-2]))
 
 
+def blocked_by_first_dim(q, k, v, block_size=3):
+    return _scaled_loop(q, k, v, block_size, 1 / np.sqrt(q.shape[0]))
+
+
 # Right, written unusually.
 def blocked_normalised_running_output(q, k, v, block_size=3):
     """Keeps o = acc / l normalised at every step: o' = (α l o + P V) / l'."""
@@ -563,6 +567,10 @@ def bwd_by_d_v(q, k, v, out, lse, d_out):
 
 def bwd_by_block_length(q, k, v, out, lse, d_out):
     return _backward(q, k, v, out, lse, d_out, scale=1 / np.sqrt(k.shape[-2]))
+
+
+def bwd_by_first_dim(q, k, v, out, lse, d_out):
+    return _backward(q, k, v, out, lse, d_out, scale=len(q) ** -0.5)
 
 
 def bwd_by_Lq(q, k, v, out, lse, d_out):
@@ -781,6 +789,7 @@ LEARNER_MISTAKES_0405 = {
         "scaled by √d_v (the values' width) instead of √d_k": blocked_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": blocked_by_Lk,
         "scaled by √Lq (the number of queries) instead of √d_k": blocked_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": blocked_by_first_dim,
     },
     "04.merge_states": {
         "l not rescaled to the new maximum (o is)": merge_l_not_rescaled,
@@ -804,6 +813,7 @@ LEARNER_MISTAKES_0405 = {
         "scaled by √d_v (the values' width) instead of √d_k": bwd_by_d_v,
         "scaled by √Lk (the number of keys) instead of √d_k": bwd_by_block_length,
         "scaled by √Lq (the number of queries) instead of √d_k": bwd_by_Lq,
+        "scaled by √(q.shape[0]) instead of √d_k": bwd_by_first_dim,
     },
     "05.nearest_code": {
         "the indices are floating-point numbers": nearest_as_floats,

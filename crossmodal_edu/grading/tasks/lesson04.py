@@ -386,7 +386,7 @@ def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=Fa
         scale_grads=True, scale_scores=True, ds_form="p(dp-D)", scale_slip=None):
     """The block's backward pass with one thing changed (each keyword plants one mistake; ``scale_slip``
     is a scale slip of attention_slips, used wherever the learner's one ``scale`` is)."""
-    scale = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2])
+    scale = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2], first_dim=q.shape[0])
     s = q @ np.swapaxes(k, -1, -2) * (scale if scale_scores else 1.0)  # (..., Lq, block)
     if renormalise:
         p = np.exp(s - s.max(axis=-1, keepdims=True))

@@ -97,7 +97,7 @@ def blocked(q, k, v, block_size=3, *, visits="all", divide="end", scale_slip=Non
     """
     m, l, acc = empty_state(q.shape[:-2], q.shape[-2], v.shape[-1])
     Lk = k.shape[-2]
-    factor = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], Lk)
+    factor = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], Lk, first_dim=q.shape[0])
     stop = {"all": Lk, "whole": Lk - block_size + 1, "early": Lk - block_size}[visits]
     for start in range(0, stop, block_size):
         keys = slice(start, start + block_size)
