@@ -578,3 +578,19 @@ def test_a_failing_check_raises_only_in_nbgraders_grading_runs(monkeypatch):
             check("01.softmax", stub)
         check("01.softmax", lambda z, axis=-1: np.exp(z - z.max(axis, keepdims=True))
               / np.exp(z - z.max(axis, keepdims=True)).sum(axis, keepdims=True))  # a pass raises nothing
+
+
+def test_an_online_update_that_returns_tensors_fails_in_the_notebook_as_in_the_hidden_fold():
+    """The class grader's hidden test folds the state back in with NumPy blocks: a state handed back as
+    torch tensors fails there, so the notebook's check must fail it too, and say why."""
+    import torch
+
+    def online_softmax_update(m, l, acc, scores, v):  # noqa: E741
+        m, l, acc, scores, v = (torch.from_numpy(a) for a in (m, l, acc, scores, v))  # noqa: E741
+        m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
+        shift = torch.nan_to_num(m_new, neginf=0.0)
+        alpha, p = torch.exp(m - shift), torch.exp(scores - shift)
+        return m_new, alpha * l + p.sum(-1, keepdim=True), alpha * acc + p @ v
+
+    result = judge(get_task("04.online_update"), online_softmax_update, seed=0)
+    assert result.status == FAILED and "NumPy arrays" in result.text(), result.text()

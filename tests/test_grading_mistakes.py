@@ -21,6 +21,7 @@ from learner_mistakes_06 import LEARNER_MISTAKES_06, RIGHT_ANSWERS_06, VARIANTS_
 from learner_mistakes_07 import LEARNER_MISTAKES_07, RIGHT_ANSWERS_07  # lesson 07's, likewise
 from learner_mistakes_attention import (  # the shared attention slips
     LEARNER_MISTAKES_ATTENTION, RIGHT_ANSWERS_ATTENTION, VARIANTS_ATTENTION)
+from learner_mistakes_04_05 import LEARNER_MISTAKES_0405, RIGHT_ANSWERS_0405, VARIANTS_0405  # 04 and 05: more
 
 SEEDS = (0, 1, 2)
 
@@ -1304,31 +1305,35 @@ LEARNER_MISTAKES = {
         "context_mask not passed on": GatedDropsMask,
     },
     "04.online_update": {
-        "forgot to rescale acc by α": update_acc_not_rescaled,
-        "forgot to rescale l by α": update_l_not_rescaled,
-        "no rescaling at all (α left out)": update_not_rescaled,
+        "acc not rescaled to the new maximum (l is)": update_acc_not_rescaled,
+        "l not rescaled to the new maximum (acc is)": update_l_not_rescaled,
+        "neither l nor acc rescaled to the new maximum": update_not_rescaled,
         "used the block's maximum instead of the running maximum": update_block_max,
-        "NaN on a row whose keys so far are all masked": update_nan_when_all_masked,
+        "NaN on a row with no unmasked key: -inf - (-inf)": update_nan_when_all_masked,
         "the block's exponentials not measured from the new maximum (np.exp(scores))": update_exp_unshifted,
-        "α inverted: e^(m_new - m) instead of e^(m - m_new)": update_alpha_inverted,
-        "returned the old maximum": update_returns_old_max,
+        "the rescale factor inverted for l and acc: e^(m_new - m) instead of α = e^(m - m_new)":
+            update_alpha_inverted,
+        "the maximum is not carried forward: the old m is returned, or m = m_new is missing":
+            update_returns_old_max,
         IN_PLACE: update_l_in_place,
     },
     "04.blocked_attention": {
-        "the running output is not rescaled when the maximum grows": blocked_output_not_rescaled,
-        "the running sum is not rescaled when the maximum grows": blocked_sum_not_rescaled,
-        "neither the running sum nor the running output is rescaled": blocked_nothing_rescaled,
-        "alpha inverted: e^(m_new - m)": blocked_alpha_inverted,
+        "acc not rescaled to the new maximum (l is)": blocked_output_not_rescaled,
+        "l not rescaled to the new maximum (acc is)": blocked_sum_not_rescaled,
+        "neither l nor acc rescaled to the new maximum": blocked_nothing_rescaled,
+        "NaN from the first block: e^(… - m) with m = -inf (alpha inverted, or p measured from the old m)":
+            blocked_alpha_inverted,
         "no final division by l": blocked_not_divided,
         "the last, shorter block is skipped": blocked_whole_blocks_only,
-        "the running maximum is never updated": blocked_max_never_updated,
+        "the maximum is not carried forward: the old m is returned, or m = m_new is missing":
+            blocked_max_never_updated,
     },
     "04.merge_states": {
-        "added the two states without rescaling them": merge_added,
-        "rescale factors inverted: e^(m - m_i) instead of e^(m_i - m)": merge_factors_inverted,
+        "neither l nor o rescaled to the new maximum": merge_added,
+        "the rescale factor inverted for l and o: e^(m - m_i) instead of e^(m_i - m)": merge_factors_inverted,
         "kept only the half with the larger maximum": merge_keeps_larger_half,
-        "o not rescaled (only l)": merge_o_not_rescaled,
-        "NaN on a row whose keys are all masked in both halves": merge_nan_when_all_masked,
+        "o not rescaled to the new maximum (l is)": merge_o_not_rescaled,
+        "NaN on a row with no unmasked key: -inf - (-inf)": merge_nan_when_all_masked,
     },
     "04.block_backward": {
         "D from this block only: rowsum(P ∘ dP) over the block's keys": bwd_delta_from_block,
@@ -1439,6 +1444,8 @@ LEARNER_MISTAKES.update(LEARNER_MISTAKES_02B)
 LEARNER_MISTAKES.update(LEARNER_MISTAKES_07)
 for task_id, more in (*LEARNER_MISTAKES_ATTENTION.items(), *LEARNER_MISTAKES_06.items()):
     LEARNER_MISTAKES.setdefault(task_id, {}).update(more)
+for task_id, more in LEARNER_MISTAKES_0405.items():
+    LEARNER_MISTAKES.setdefault(task_id, {}).update(more)
 
 # Other ways to make a catalogued mistake, which must get the same name.
 VARIANTS = [
@@ -1446,7 +1453,7 @@ VARIANTS = [
      "leaves the others 0", masked_renormalised),
     ("03.gated_block", "the gate does not start closed: a new block must return x unchanged", GatedOnesAtStart),
     ("03.mha_mask", "key_padding_mask not inverted (it means True = ignore)", mha_mask_not_inverted_copy),
-    ("04.online_update", "NaN on a row whose keys so far are all masked", update_guards_alpha_only),
+    ("04.online_update", "NaN on a row with no unmasked key: -inf - (-inf)", update_guards_alpha_only),
     ("05.nearest_code", "the largest dot product z · e_k instead of the smallest distance (or ‖e_k‖² left out of "
      "the expansion)", nearest_expansion_without_code_norms),
     ("05.straight_through", "no .detach(): the two z cancel, and the encoder gets no gradient",
@@ -1454,6 +1461,7 @@ VARIANTS = [
     ("05.straight_through", "nothing gets a gradient: the whole result is detached, or the two z terms still cancel "
      "(as in z + (z_q.detach() - z))", straight_only_z_q_detached),
 ]
+VARIANTS += VARIANTS_0405
 
 VARIANTS += VARIANTS_06
 
@@ -1481,7 +1489,7 @@ def test_a_planted_mistake_is_diagnosed_by_name(task_id, name, fn):
             assert "Hint: " in result.text() and "seed" in result.text()
 
 
-RIGHT_ANSWERS = RIGHT_ANSWERS_02B + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07 + RIGHT_ANSWERS_ATTENTION
+RIGHT_ANSWERS = RIGHT_ANSWERS_02B + RIGHT_ANSWERS_0405 + RIGHT_ANSWERS_06 + RIGHT_ANSWERS_07 + RIGHT_ANSWERS_ATTENTION
 
 
 @pytest.mark.parametrize("task_id, fn", RIGHT_ANSWERS, ids=[f"{t}: {fn.__name__}" for t, fn in RIGHT_ANSWERS])

@@ -13,12 +13,14 @@ crossmodal_edu/blocked_attention.py (and numpy_attention.py, which the tests com
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from crossmodal_edu import blocked_attention as reference
 from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, Mistake, PredictionTask, Property
+from crossmodal_edu.grading.tasks import online_slips
+from crossmodal_edu.grading.tasks.attention_slips import attention_mistakes, scale_for
 from crossmodal_edu.grading.tasks.lesson01 import distinct
+from crossmodal_edu.grading.tasks.online_slips import empty_state
 from crossmodal_edu.grading.tasks.properties import a_number, finite, first, has_shapes, near, where
 
 # ---------------------------------------------------------------------------------------------
@@ -51,7 +53,9 @@ MEMORY = PredictionTask(
                 value=64 * 1024 * 77 * 4 / 2**20),
         Mistake("forgot the batch", "each of the 64 images has its own weights.",
                 value=8 * 1024 * 77 * 4 / 2**20),
-        Mistake("counted 8 bytes per number (float64)", "a float32 number takes 4 bytes.",
+        Mistake("counted 8 bytes per number (float64), or the scores and the weights together",
+                "a float32 number takes 4 bytes, and the question asks for the weights alone: one "
+                "(B, num_heads, Lq, Lk) array.",
                 value=64 * 8 * 1024 * 77 * 8 / 2**20),
         Mistake("forgot the 4 bytes per number: that counts the numbers (in units of 2^20)",
                 "multiply the count by 4 bytes, then divide by 2^20.", value=64 * 8 * 1024 * 77 / 2**20),
@@ -62,6 +66,12 @@ MEMORY = PredictionTask(
                 value=64 * 8 * 1024 * 77 * 4 / 1e6),
         Mistake("that is in GiB, not MiB", "the question asks for MiB: multiply by 1024.",
                 value=64 * 8 * 1024 * 77 * 4 / 2**30),
+        Mistake("that is in KiB, not MiB (divided by 1024 once)", "1 MiB = 1024 KiB = 2^20 bytes: divide by 1024 "
+                "once more.", value=64 * 8 * 1024 * 77 * 4 / 2**10),
+        Mistake("counted 2 bytes per number (float16)", "the weights here are float32: 4 bytes a number.",
+                value=64 * 8 * 1024 * 77 * 2 / 2**20),
+        Mistake("forgot the batch and the heads: that is one head of one image",
+                "there is one Lq × Lk matrix per image and per head: 64 · 8 of them.", value=1024 * 77 * 4 / 2**20),
     ),
     same=near,
 )
@@ -69,23 +79,26 @@ MEMORY = PredictionTask(
 # ---------------------------------------------------------------------------------------------
 # 04.online_update
 # ---------------------------------------------------------------------------------------------
+# The mistakes of the three tasks that fold a state (04.online_update, 04.blocked_attention,
+# 04.merge_states) come from one family, crossmodal_edu/grading/tasks/online_slips.py: a slip has the
+# same name and hint wherever it can occur.
 
 
-def empty_state(lead: tuple[int, ...], Lq: int, d_v: int):
-    """The state before any key: m = -inf, l = 0, acc = 0."""
-    return (np.full((*lead, Lq, 1), -np.inf), np.zeros((*lead, Lq, 1)), np.zeros((*lead, Lq, d_v)))
-
-
-def _update_case(rng, lead, Lq, seen, block, d_v, level=0.0, note=""):
+def _update_case(rng, lead, Lq, seen, block, d_v, level=0.0, masked_block=False, note=""):
     """A state after ``seen`` keys and the next block of scores, with rows chosen to keep mistakes
-    apart: in even rows the block raises the maximum, in odd rows it does not; the second-to-last
-    row has seen only masked keys and now gets its first real ones; the last row sees nothing yet."""
+    apart: in rows 0, 2, ... the block raises the maximum, in rows 1, 3, ... it does not (with
+    ``masked_block``, row 1's block is all masked); the third-to-last and second-to-last rows have seen
+    only masked keys and now get their first real ones, all below ``level`` (resp. one above it); the
+    last row sees nothing yet."""
     before = level + rng.normal(size=(*lead, Lq, seen))
     scores = level + rng.normal(size=(*lead, Lq, block)) + np.where(np.arange(Lq) % 2 == 0, 3.0, -3.0)[:, None]
     scores[rng.random(scores.shape) < 0.2] = -np.inf  # some masked keys
-    before[..., -2:, :] = -np.inf
+    before[..., -3:, :] = -np.inf
+    scores[..., -3, :] = level - 2.0 - np.abs(rng.normal(size=block))
     scores[..., -2, 0] = level + 1.0
     scores[..., -1, :] = -np.inf
+    if masked_block:
+        scores[..., 1, :] = -np.inf
     m, l, acc = reference.online_softmax_update(*empty_state(lead, Lq, d_v), before,
                                                 rng.normal(size=(*lead, seen, d_v)))
     return Case({"m": m, "l": l, "acc": acc, "scores": scores, "v": rng.normal(size=(*lead, block, d_v))},
@@ -93,73 +106,37 @@ def _update_case(rng, lead, Lq, seen, block, d_v, level=0.0, note=""):
 
 
 def _update_cases(rng: np.random.Generator) -> list[Case]:
-    Lq, block, d_v = int(rng.integers(4, 8)), *distinct(rng, 2, 2, 7)
-    Lq2, block2, d_v2 = int(rng.integers(4, 8)), *distinct(rng, 2, 2, 7)
+    sizes = [(int(rng.integers(low, 9)), *distinct(rng, 2, 2, 7)) for low in (7, 6, 6)]
+    (Lq, block, d_v), (Lq2, block2, d_v2), (Lq3, block3, d_v3) = sizes
     return [
         _update_case(rng, (2, int(rng.integers(2, 4))), Lq, int(rng.integers(2, 6)), block, d_v,
-                     note="rows whose maximum grows, stays, arrives, or is still -inf"),
-        _update_case(rng, (), Lq2, int(rng.integers(2, 6)), block2, d_v2, level=800.0,
-                     note="scores near 800"),
+                     masked_block=True,
+                     note="rows whose maximum grows, stays, arrives below 0 or above it, or is still -inf; "
+                          "a block with every key masked"),
+        _update_case(rng, (), Lq2, int(rng.integers(2, 6)), block2, d_v2, level=800.0, note="scores near 800"),
+        _update_case(rng, (3,), Lq3, int(rng.integers(2, 6)), block3, d_v3, level=-800.0,
+                     note="scores near -800"),
     ]
-
-
-def _upd_shift(m_new):
-    return np.where(np.isfinite(m_new), m_new, 0.0)
-
-
-def _upd(m, l, acc, scores, v, *, rescale_l=True, rescale_acc=True, block_max=False, guard=True,
-         subtract=True, inverted=False):
-    """The update with one thing changed (each keyword plants one mistake)."""
-    block = scores.max(axis=-1, keepdims=True)  # (..., Lq, 1)
-    m_new = block if block_max else np.maximum(m, block)
-    shift = _upd_shift(m_new) if guard else m_new
-    alpha = np.exp(shift - m) if inverted else np.exp(m - shift)
-    p = np.exp(scores - shift) if subtract else np.exp(scores)
-    l_new = (alpha * l if rescale_l else l) + p.sum(axis=-1, keepdims=True)
-    acc_new = (alpha * acc if rescale_acc else acc) + p @ v
-    return m_new, l_new, acc_new
-
-
-def _upd_no_alpha_acc(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, rescale_acc=False)
-
-
-def _upd_no_alpha_l(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, rescale_l=False)
-
-
-def _upd_no_alpha(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, rescale_l=False, rescale_acc=False)
-
-
-def _upd_block_max(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, block_max=True)
-
-
-def _upd_nan(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, guard=False)
-
-
-def _upd_no_subtract(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, subtract=False)
-
-
-def _upd_inverted(m, l, acc, scores, v):
-    return _upd(m, l, acc, scores, v, inverted=True)
-
-
-def _upd_old_m(m, l, acc, scores, v):
-    _, l_new, acc_new = _upd(m, l, acc, scores, v)
-    return m, l_new, acc_new
 
 
 def _upd_in_place(m, l, acc, scores, v):
     m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
-    shift = _upd_shift(m_new)
+    shift = np.where(np.isfinite(m_new), m_new, 0.0)
     alpha = np.exp(m - shift)
     acc *= alpha
     p = np.exp(scores - shift)
     return m_new, alpha * l + p.sum(axis=-1, keepdims=True), acc + p @ v
+
+
+def _numpy_state(fn, case, outputs):
+    """The state goes back in with the next block: it must be what came in, NumPy arrays."""
+    args, options = case.fresh()
+    returned = fn(*args, **options)
+    kinds = [type(a).__name__ for a in returned if not isinstance(a, np.ndarray)] if isinstance(returned, tuple) else []
+    if kinds:
+        return (f"it returns {', '.join(sorted(set(kinds)))} values, and the next step of the loop "
+                f"(np.maximum(m, ...), p @ v with NumPy blocks) needs NumPy arrays")
+    return None
 
 
 def _running_max(fn, case, outputs):
@@ -188,32 +165,10 @@ ONLINE_UPDATE = FunctionTask(
         Property("the new m must be the largest score seen so far, max(m, the block's maximum)", _running_max),
         finite(1, "l"),
         finite(2, "acc"),
+        Property("the new state must be NumPy arrays, like the old one, so that it can be folded again",
+                 _numpy_state),
     ),
-    mistakes=(
-        Mistake("forgot to rescale acc by α",
-                "acc was measured from the old maximum: when the maximum grows, multiply it by "
-                "α = e^(m - m_new) before adding the block, acc_new = α · acc + P @ v.", _upd_no_alpha_acc),
-        Mistake("forgot to rescale l by α",
-                "l was measured from the old maximum too: l_new = α · l + P.sum(-1), with α = e^(m - m_new).",
-                _upd_no_alpha_l),
-        Mistake("no rescaling at all (α left out)",
-                "both running sums were measured from the old maximum: multiply l and acc by "
-                "α = e^(m - m_new) before adding the block.", _upd_no_alpha),
-        Mistake("used the block's maximum instead of the running maximum",
-                "m_new = max(m, the block's maximum): a block whose scores are all below the old maximum "
-                "must not lower it.", _upd_block_max),
-        Mistake("NaN on a row whose keys so far are all masked",
-                "there m_new = -inf, and -inf - (-inf) is NaN: subtract 0 instead where m_new is -inf, "
-                "shift = np.where(np.isfinite(m_new), m_new, 0.0).", _upd_nan),
-        Mistake("the block's exponentials not measured from the new maximum (np.exp(scores))",
-                "P = np.exp(scores - m_new): without the shift e^score overflows, and P is not on the "
-                "scale of l and acc.", _upd_no_subtract),
-        Mistake("α inverted: e^(m_new - m) instead of e^(m - m_new)",
-                "the old sums must shrink when the maximum grows: α = e^(m - m_new) ≤ 1.", _upd_inverted),
-        Mistake("returned the old maximum",
-                "return m_new: l and acc are now measured from it.", _upd_old_m),
-        Mistake(IN_PLACE, "", _upd_in_place, in_place=True),
-    ),
+    mistakes=(*online_slips.mistakes("04.online_update"), Mistake(IN_PLACE, "", _upd_in_place, in_place=True)),
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -221,13 +176,14 @@ ONLINE_UPDATE = FunctionTask(
 # ---------------------------------------------------------------------------------------------
 
 
-def _blocked_case(rng, lead, Lq, Lk, d_k, d_v, block_size, ramp, note):
+def _blocked_case(rng, lead, Lq, Lk, d_k, d_v, block_size, ramp, note, strength=2.0, noise=1.0):
     """q and k share a direction u; key j gets ``ramp[j]`` of it, so with a rising ramp every query's
-    largest scores come in the last blocks, where a stale running output shows most."""
+    largest scores come in the last blocks, where a stale running output shows most. ``strength`` is
+    q's share of u: with a large one, the scores follow ``ramp · strength / √d_k`` closely."""
     u = rng.normal(size=d_k)
     u /= np.linalg.norm(u)
-    q = rng.normal(size=(*lead, Lq, d_k)) + 2.0 * u
-    k = rng.normal(size=(*lead, Lk, d_k)) + ramp[:, None] * u
+    q = noise * rng.normal(size=(*lead, Lq, d_k)) + strength * u
+    k = noise * rng.normal(size=(*lead, Lk, d_k)) + ramp[:, None] * u
     return Case({"q": q, "k": k, "v": rng.normal(size=(*lead, Lk, d_v))}, {"block_size": block_size},
                 note=note)
 
@@ -240,61 +196,31 @@ def _blocked_cases(rng: np.random.Generator) -> list[Case]:
         block_size = int(rng.integers(2, 5))
         Lk = block_size * int(rng.integers(3, 5)) + int(rng.integers(1, block_size))  # a shorter last block
         cases.append(_blocked_case(rng, lead, Lq, Lk, d_k, d_v, block_size, np.linspace(-2.0, 4.0, Lk), note))
+    Lq, d_k, d_v = distinct(rng, 3, 2, 8)
+    block_size = int(rng.integers(2, 4))
+    Lk = block_size * int(rng.integers(3, 5))
+    cases.append(_blocked_case(rng, (2,), Lq, Lk, d_k, d_v, block_size, np.zeros(Lk),
+                               "keys in no particular order, Lk a multiple of block_size"))
+    # Scores of hundreds: with the strength 30, a score is about ramp · 30 / √d_k.
+    for top, bottom, note in ((800.0, -800.0, "scores falling from about 800 to about -800"),
+                              (-1600.0, -800.0, "every score below about -770, rising")):
+        Lq, d_k, d_v = distinct(rng, 3, 2, 8)
+        block_size = int(rng.integers(2, 4))
+        Lk = block_size * int(rng.integers(3, 5)) + 1
+        ramp = np.linspace(top, bottom, Lk) * np.sqrt(d_k) / 30.0
+        cases.append(_blocked_case(rng, (), Lq, Lk, d_k, d_v, block_size, ramp, note, strength=30.0,
+                                   noise=0.3))
     Lq, Lk, d_k, d_v = distinct(rng, 4, 3, 10)
-    cases.append(_blocked_case(rng, (2,), Lq, Lk, d_k, d_v, int(rng.integers(2, 4)), np.zeros(Lk),
-                               "keys in no particular order"))
+    cases.append(_blocked_case(rng, (2,), Lq, Lk, d_k, d_v, 1, np.linspace(-2.0, 4.0, Lk),
+                               "block_size = 1: one key per block"))
+    Lq, Lk, d_k, d_v = distinct(rng, 4, 3, 10)
+    cases.append(_blocked_case(rng, (), Lq, Lk, d_k, d_v, Lk + int(rng.integers(1, 4)), np.linspace(-2.0, 4.0, Lk),
+                               "block_size > Lk: one block holds every key"))
     return cases
 
 
 def _blocked_reference(q, k, v, block_size=3):
     return reference.blocked_attention(q, k, v, block_size=block_size)
-
-
-def _blk(q, k, v, block_size, *, rescale_l=True, rescale_acc=True, inverted=False, divide=True,
-         skip_last=False, update_m=True):
-    """The blocked loop with one thing changed (each keyword plants one mistake)."""
-    m, l, acc = empty_state(q.shape[:-2], q.shape[-2], v.shape[-1])
-    Lk = k.shape[-2]
-    stop = Lk - block_size + 1 if skip_last else Lk
-    for start in range(0, stop, block_size):
-        keys = slice(start, start + block_size)
-        scores = q @ np.swapaxes(k[..., keys, :], -1, -2) / np.sqrt(q.shape[-1])  # (..., Lq, block)
-        m_new = np.maximum(m, scores.max(axis=-1, keepdims=True))
-        alpha = np.exp(m_new - m) if inverted else np.exp(m - m_new)
-        p = np.exp(scores - m_new)
-        l = (alpha * l if rescale_l else l) + p.sum(axis=-1, keepdims=True)  # noqa: E741
-        acc = (alpha * acc if rescale_acc else acc) + p @ v[..., keys, :]
-        if update_m:
-            m = m_new
-    return acc / l if divide else acc
-
-
-def _blk_stale_acc(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, rescale_acc=False)
-
-
-def _blk_stale_l(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, rescale_l=False)
-
-
-def _blk_stale_both(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, rescale_l=False, rescale_acc=False)
-
-
-def _blk_inverted(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, inverted=True)
-
-
-def _blk_no_divide(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, divide=False)
-
-
-def _blk_skip_last(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, skip_last=True)
-
-
-def _blk_m_frozen(q, k, v, block_size=3):
-    return _blk(q, k, v, block_size, update_m=False)
 
 
 def _independent_of_block_size(fn, case, outputs):
@@ -321,27 +247,16 @@ BLOCKED_ATTENTION = FunctionTask(
         Property("the output must not depend on the block size", _independent_of_block_size),
     ),
     mistakes=(
-        Mistake("the running output is not rescaled when the maximum grows",
-                "acc holds sums measured from the old maximum; multiply it by alpha, as l is, before "
-                "adding the block: acc = alpha * acc + p @ v_block.", _blk_stale_acc),
-        Mistake("the running sum is not rescaled when the maximum grows",
-                "l is measured from the old maximum too: l = alpha * l + p.sum(axis=-1, keepdims=True).",
-                _blk_stale_l),
-        Mistake("neither the running sum nor the running output is rescaled",
-                "when the maximum grows, both l and acc must be multiplied by alpha = e^(m - m_new).",
-                _blk_stale_both),
-        Mistake("alpha inverted: e^(m_new - m)",
-                "alpha = np.exp(m - m_new) ≤ 1 shrinks the old sums when the maximum grows.",
-                _blk_inverted),
-        Mistake("no final division by l",
-                "acc is the unnormalised output: return acc / l.", _blk_no_divide),
-        Mistake("the last, shorter block is skipped",
-                "range(0, Lk, block_size) visits every block; the last one may be shorter, and slicing "
-                "k[..., start:start + block_size, :] handles that.", _blk_skip_last),
-        Mistake("the running maximum is never updated",
-                "after the block, m = m_new: the next block's alpha is measured from it.", _blk_m_frozen),
+        *online_slips.mistakes("04.blocked_attention"),
+        # The loop computes the scores itself, so it can scale them wrongly; its softmax is its own
+        # (online_slips: no maximum at all, the block's maximum, ...).
+        *attention_mistakes(
+            "04.blocked_attention",
+            lambda slip: None if "/" in slip else (  # no row with nothing to see: no "/nan" variant
+                lambda q, k, v, block_size=3: online_slips.blocked(q, k, v, block_size, scale_slip=slip)),
+            has={"scale"}),
     ),
-    planted="the running output is not rescaled when the maximum grows",
+    planted="acc not rescaled to the new maximum (l is)",
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -390,33 +305,6 @@ def merge_states_reference(m1, l1, o1, m2, l2, o2):
     return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
 
 
-def _mrg_added(m1, l1, o1, m2, l2, o2):
-    return np.maximum(m1, m2), l1 + l2, o1 + o2
-
-
-def _mrg_inverted(m1, l1, o1, m2, l2, o2):
-    m = np.maximum(m1, m2)
-    shift = np.where(np.isfinite(m), m, 0.0)
-    a1, a2 = np.exp(shift - m1), np.exp(shift - m2)
-    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
-
-
-def _mrg_larger_half(m1, l1, o1, m2, l2, o2):
-    first_wins = m1 >= m2
-    return np.maximum(m1, m2), np.where(first_wins, l1, l2), np.where(first_wins, o1, o2)
-
-
-def _mrg_o_not_rescaled(m1, l1, o1, m2, l2, o2):
-    m, l, _ = merge_states_reference(m1, l1, o1, m2, l2, o2)
-    return m, l, o1 + o2
-
-
-def _mrg_nan(m1, l1, o1, m2, l2, o2):
-    m = np.maximum(m1, m2)
-    a1, a2 = np.exp(m1 - m), np.exp(m2 - m)
-    return m, a1 * l1 + a2 * l2, a1 * o1 + a2 * o2
-
-
 def _merged_max(fn, case, outputs):
     want = np.maximum(case.inputs["m1"], case.inputs["m2"])
     bad = ~((outputs[0] == want) | np.isclose(outputs[0], want, rtol=1e-9, atol=0))
@@ -452,22 +340,7 @@ MERGE_STATES = FunctionTask(
         finite(2, "o"),
         Property("the order of the two halves must not matter", _symmetric),
     ),
-    mistakes=(
-        Mistake("added the two states without rescaling them",
-                "l1 and l2 are measured from different maxima: bring both to m = max(m1, m2) first, "
-                "l = e^(m1 - m) l1 + e^(m2 - m) l2, and the same for o.", _mrg_added),
-        Mistake("rescale factors inverted: e^(m - m_i) instead of e^(m_i - m)",
-                "the half with the smaller maximum must shrink: multiply it by e^(m_i - m) ≤ 1.", _mrg_inverted),
-        Mistake("kept only the half with the larger maximum",
-                "the other half's keys still count, only less: add both, each rescaled by e^(m_i - m).",
-                _mrg_larger_half),
-        Mistake("o not rescaled (only l)",
-                "o is measured from its half's maximum just like l: o = e^(m1 - m) o1 + e^(m2 - m) o2.",
-                _mrg_o_not_rescaled),
-        Mistake("NaN on a row whose keys are all masked in both halves",
-                "there m1 = m2 = m = -inf, and -inf - (-inf) is NaN: subtract 0 instead where m is -inf, "
-                "shift = np.where(np.isfinite(m), m, 0.0).", _mrg_nan),
-    ),
+    mistakes=online_slips.mistakes("04.merge_states"),
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -510,9 +383,10 @@ def block_backward_reference(q, k, v, out, lse, d_out):
 
 
 def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=False, sign=-1.0, use_d=True,
-        scale_grads=True, scale_scores=True):
-    """The block's backward pass with one thing changed (each keyword plants one mistake)."""
-    scale = 1.0 / np.sqrt(q.shape[-1])
+        scale_grads=True, scale_scores=True, ds_form="p(dp-D)", scale_slip=None):
+    """The block's backward pass with one thing changed (each keyword plants one mistake; ``scale_slip``
+    is a scale slip of attention_slips, used wherever the learner's one ``scale`` is)."""
+    scale = scale_for(scale_slip, q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2], first_dim=q.shape[0])
     s = q @ np.swapaxes(k, -1, -2) * (scale if scale_scores else 1.0)  # (..., Lq, block)
     if renormalise:
         p = np.exp(s - s.max(axis=-1, keepdims=True))
@@ -522,8 +396,13 @@ def _bw(q, k, v, out, lse, d_out, *, d_local=False, no_lse=False, renormalise=Fa
     dp = d_out @ np.swapaxes(v, -1, -2)
     D = (p * dp).sum(axis=-1, keepdims=True) if d_local else (d_out * out).sum(axis=-1, keepdims=True)
     ds = p * (dp + sign * D) if use_d else p * dp
-    g = scale if scale_grads else 1.0
-    return ds @ k * g, np.swapaxes(ds, -1, -2) @ q * g, np.swapaxes(p, -1, -2) @ d_out
+    if ds_form == "dp-D":
+        ds = dp - D
+    elif ds_form == "p*dp-D":
+        ds = p * dp - D
+    gq = scale if scale_grads in (True, "dq only") else 1.0  # "dq only": only dq scaled, dk left unscaled
+    gk = scale if scale_grads in (True, "dk only") else 1.0
+    return ds @ k * gq, np.swapaxes(ds, -1, -2) @ q * gk, np.swapaxes(p, -1, -2) @ d_out
 
 
 def _bw_d_local(q, k, v, out, lse, d_out):
@@ -550,8 +429,24 @@ def _bw_no_grad_scale(q, k, v, out, lse, d_out):
     return _bw(q, k, v, out, lse, d_out, scale_grads=False)
 
 
+def _bw_dk_unscaled(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, scale_grads="dq only")
+
+
+def _bw_dq_unscaled(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, scale_grads="dk only")
+
+
 def _bw_unscaled_scores(q, k, v, out, lse, d_out):
     return _bw(q, k, v, out, lse, d_out, scale_scores=False)
+
+
+def _bw_no_p_in_ds(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, ds_form="dp-D")
+
+
+def _bw_d_not_times_p(q, k, v, out, lse, d_out):
+    return _bw(q, k, v, out, lse, d_out, ds_form="p*dp-D")
 
 
 BLOCK_BACKWARD = FunctionTask(
@@ -588,9 +483,25 @@ BLOCK_BACKWARD = FunctionTask(
         Mistake("dq and dk not scaled by 1/√d_k",
                 "the scores are q k^T / √d_k, so dq = dS @ k / √d_k and dk = dS^T @ q / √d_k.",
                 _bw_no_grad_scale),
+        Mistake("dk not scaled by 1/√d_k (dq is)",
+                "dk comes from the same scores q k^T / √d_k as dq: dk = dS^T @ q / √d_k.", _bw_dk_unscaled),
+        Mistake("dq not scaled by 1/√d_k (dk is)",
+                "dq comes from the same scores q k^T / √d_k as dk: dq = dS @ k / √d_k.", _bw_dq_unscaled),
         Mistake("the scores not scaled by 1/√d_k before recomputing P",
                 "recompute the forward pass's scores exactly: scores = q @ k^T / √d_k, then "
                 "P = np.exp(scores - lse[..., None]).", _bw_unscaled_scores),
+        Mistake("dS without its factor P: dP - D",
+                "the softmax's Jacobian is diag(P) - P Pᵀ, so every entry of dS carries its weight: "
+                "dS = P * (dP - D).", _bw_no_p_in_ds),
+        Mistake("D not multiplied by P: dS = P ∘ dP - D",
+                "P multiplies the whole bracket: dS = P * (dP - D), so that a key of weight 0 gets no gradient.",
+                _bw_d_not_times_p),
+        # One `scale` used for the scores and for dq, dk: the shared scale slips, wherever it is wrong.
+        *attention_mistakes(
+            "04.block_backward",
+            lambda slip: None if "/" in slip else (  # no row with nothing to see: no "/nan" variant
+                lambda q, k, v, out, lse, d_out: _bw(q, k, v, out, lse, d_out, scale_slip=slip)),
+            has={"scale"}, words={"d_k_is": "q.shape[-1] (= k.shape[-1])"}),
     ),
 )
 

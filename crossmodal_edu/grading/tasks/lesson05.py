@@ -29,45 +29,111 @@ from crossmodal_edu.grading.tasks.properties import a_number, finite, first, has
 # ---------------------------------------------------------------------------------------------
 
 
-def _codebook(rng: np.random.Generator, K: int, D: int) -> tuple[np.ndarray, int]:
+def _codebook(rng: np.random.Generator, K: int, D: int, tie: bool = False) -> tuple[np.ndarray, int, int, np.ndarray]:
     """``K`` codes of width ``D`` and very different lengths, three of them along one direction c:
-    c, 3c and 0.6c, at indices of at least ``D``. Returns the codebook and the index of c.
+    c, 3c and 0.6c, at indices of at least ``D``. Returns the codebook, the index of c, and the index
+    of a code that has a twin (with ``tie``: a later code equal to it, as two codes restarted from
+    the same vector are), else -1.
 
     A vector equal to c is nearest to c, yet its dot product is larger with 3c, its ``‖e‖² - z·e``
     smaller at 0.6c, and so is its ``‖e‖² + 2 z·e``: each mis-expanded distance picks another code,
-    and an index below ``D`` (a sum over the wrong axis) cannot be c's.
+    and an index below ``D`` (a sum over the wrong axis) cannot be c's. Also returns a point p whose
+    nearest code is not its nearest by the L1 distance.
     """
     codebook = rng.normal(size=(K, D)) * rng.uniform(0.3, 2.5, size=(K, 1))  # (K, D)
     c = rng.normal(size=D)
     c *= rng.uniform(1.0, 2.0) / np.linalg.norm(c)
-    slots = rng.choice(np.arange(D, K), size=3, replace=False)
-    codebook[slots] = np.stack([c, 3.0 * c, 0.6 * c])
-    return codebook, int(slots[0])
+    slots = rng.choice(np.arange(D, K), size=7 if tie else 5, replace=False)
+    codebook[slots[:3]] = np.stack([c, 3.0 * c, 0.6 * c])
+    # Far from the others, around a point p: p + e_i + e_j (two axes) is the nearer to p (√2 < 1.7),
+    # p + 1.7 e_i the nearer by the sum of absolute differences (2 > 1.7). _vectors puts a vector on p.
+    e1, e2 = np.eye(D)[rng.choice(D, size=2, replace=False)]
+    p = 20.0 * c / np.linalg.norm(c) + 5.0 * e2
+    codebook[slots[3]], codebook[slots[4]] = p + e1 + e2, p + 1.7 * e1
+    twin = -1
+    if tie:
+        twin = int(min(slots[5:]))
+        codebook[max(slots[5:])] = codebook[twin]
+    return codebook, int(slots[0]), twin, p
 
 
-def _vectors(rng: np.random.Generator, codebook: np.ndarray, lead: tuple[int, ...], c_index: int) -> np.ndarray:
-    """Encoder outputs ``(*lead, D)``: most near some code, a few far from every code, and one equal
-    to code ``c_index``."""
+def _vectors(rng: np.random.Generator, codebook: np.ndarray, lead: tuple[int, ...], p: np.ndarray,
+             *equal_to: int) -> np.ndarray:
+    """Encoder outputs ``(*lead, D)``: most near some code, a few far from every code, one equal to the
+    point ``p``, and one equal to each code of ``equal_to`` (a negative index: none)."""
     K, D = codebook.shape
     z = codebook[rng.integers(K, size=lead)] + 0.3 * rng.normal(size=(*lead, D))  # (*lead, D)
     far = rng.random(lead) < 0.2
     z[far] = 2.0 * rng.normal(size=(int(far.sum()), D))
-    z[tuple(int(rng.integers(n)) for n in lead)] = codebook[c_index]
+    places = rng.choice(int(np.prod(lead)), size=len(equal_to) + 1, replace=False)
+    for place, point in zip(places, [p] + [codebook[i] if i >= 0 else None for i in equal_to]):
+        if point is not None:
+            z[np.unravel_index(int(place), lead)] = point
     return z
 
 
-def _nearest_case(rng, lead, D, K, note=""):
-    codebook, c_index = _codebook(rng, K, D)
-    return Case({"z": tensor(_vectors(rng, codebook, lead, c_index)), "codebook": tensor(codebook)}, note=note)
+def _nearest_case(rng, lead, D, K, note="", tie=False, dtype=torch.float64):
+    codebook, c_index, twin, p = _codebook(rng, K, D, tie)
+    z = _vectors(rng, codebook, lead, p, c_index, twin)
+    return Case({"z": tensor(z).to(dtype), "codebook": tensor(codebook).to(dtype)}, note=note)
 
 
 def _nearest_cases(rng: np.random.Generator) -> list[Case]:
     h, w, D = distinct(rng, 3, 2, 6)
     N, D2 = int(rng.integers(6, 12)), int(rng.choice([d for d in (2, 3, 5) if d != D]))
+    D3, n3 = int(rng.choice([d for d in (2, 3, 5, 6) if d not in (D, D2)])), int(rng.integers(3, 6))
     return [
-        _nearest_case(rng, (2, h, w), D, D + int(rng.integers(4, 9)), "an encoder output (B, h, w, D)"),
-        _nearest_case(rng, (N,), D2, D2 + int(rng.integers(4, 9)), "no batch dims"),
+        _nearest_case(rng, (2, h, w), D, D + int(rng.integers(8, 12)),
+                      "an encoder output (B, h, w, D); two codes are equal, and a vector sits on them", tie=True),
+        _nearest_case(rng, (N,), D2, D2 + int(rng.integers(6, 11)), "no batch dims"),
+        _nearest_case(rng, (n3, 2), D3, D3 + int(rng.integers(6, 11)), "float32, as a trained codebook is",
+                      dtype=torch.float32),
     ]
+
+
+def _squared_distances(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """‖z - e_k‖² in float64, ``(..., K)``, and the slack within which two of them count as equal: a
+    float32 answer (or one that expands the square another way) may pick either of two codes that close."""
+    distances = ((z[..., None, :] - codebook) ** 2).sum(-1)  # (..., K)
+    slack = 1e-5 * (1.0 + (z ** 2).sum(-1, keepdims=True) + (codebook ** 2).sum(-1).max())  # (..., 1)
+    return distances, slack
+
+
+def _canonical(fn):
+    """``fn(z, codebook)`` as ``(image_tokens, kind)``: the indices it returns, where a nearest code
+    is replaced by the first of the codes equally near (so that every way of breaking a tie, or a
+    float32 rounding, gives the same answer, while a code that is not nearest stays as it is); and
+    what it returned them as: 0.0 an integer tensor (right), 1.0 floating-point numbers, 2.0 an integer
+    NumPy array (the next step, ``codebook[image_tokens]`` or the decoder, wants a tensor).
+
+    Anything that is not an array of whole numbers in 0..K-1 with z's leading shape comes back as it
+    came, for the judge to describe.
+    """
+
+    def run(z, codebook):
+        out = fn(z, codebook)
+        try:
+            tokens = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out
+            floating = np.asarray(tokens).dtype.kind == "f"
+            kind = torch.tensor(1.0 if floating else 0.0 if isinstance(out, torch.Tensor) else 2.0)
+            if not isinstance(tokens, np.ndarray) or tokens.dtype.kind not in "biuf":
+                return out, kind
+        except (TypeError, ValueError, RuntimeError):
+            return out, torch.tensor(0.0)
+        K = codebook.shape[0]
+        valid = (tokens.shape == tuple(z.shape[:-1]) and np.isfinite(tokens).all()
+                 and (tokens == np.round(tokens)).all() and tokens.min(initial=0) >= 0
+                 and tokens.max(initial=0) <= K - 1)
+        if not valid:
+            return out, kind
+        distances, slack = _squared_distances(z.detach().double().numpy(), codebook.detach().double().numpy())
+        chosen = np.take_along_axis(distances, tokens.astype(np.int64)[..., None], axis=-1)  # (..., 1)
+        nearest = distances <= distances.min(-1, keepdims=True) + slack  # (..., K)
+        first = nearest.argmax(-1)  # (...): the first code equally near as the nearest
+        keep = chosen[..., 0] > distances.min(-1) + slack[..., 0]
+        return torch.from_numpy(np.where(keep, tokens.astype(np.int64), first)), kind
+
+    return run
 
 
 def _distances(z, codebook):
@@ -102,6 +168,34 @@ def _nc_flat(z, codebook):
     return _distances(z.reshape(-1, z.shape[-1]), codebook).argmin(-1)
 
 
+def _nc_floats(z, codebook):
+    return reference.nearest_code(z, codebook).to(z.dtype)
+
+
+def _nc_numpy(z, codebook):
+    return reference.nearest_code(z, codebook).numpy()
+
+
+def _nc_flat_dim0(z, codebook):
+    return _distances(z.reshape(-1, z.shape[-1]), codebook).argmin(0)
+
+
+def _nc_dim0(z, codebook):
+    return _distances(z, codebook).argmin(0)
+
+
+def _nc_no_dim(z, codebook):
+    return _distances(z, codebook).argmin()
+
+
+def _nc_min(z, codebook):
+    return _distances(z, codebook).min(-1)
+
+
+def _nc_l1(z, codebook):
+    return (z[..., None, :] - codebook).abs().sum(-1).argmin(-1)
+
+
 def _valid_indices(fn, case, outputs):
     K = case.inputs["codebook"].shape[0]
     tokens = outputs[0]
@@ -111,13 +205,19 @@ def _valid_indices(fn, case, outputs):
     return None
 
 
+def _integers(fn, case, outputs):
+    if outputs[1] == 1:
+        return "they are floating-point numbers (argmin gives int64: keep that dtype)"
+    if outputs[1] == 2:
+        return "they are a NumPy array: z is a tensor, and so must the tokens be (torch's argmin gives one)"
+    return None
+
+
 def _nearest_really(fn, case, outputs):
-    z = case.inputs["z"].numpy()
-    codebook = case.inputs["codebook"].numpy()
-    distances = ((z[..., None, :] - codebook) ** 2).sum(-1)  # (..., K)
+    distances, slack = _squared_distances(case.inputs["z"].double().numpy(), case.inputs["codebook"].double().numpy())
     tokens = outputs[0].astype(np.int64)
     chosen = np.take_along_axis(distances, tokens[..., None], axis=-1)[..., 0]  # (...)
-    bad = chosen > distances.min(-1) * (1 + 1e-9) + 1e-12
+    bad = chosen > distances.min(-1) + slack[..., 0]
     if bad.any():
         i = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
         return (f"the vector at {where(i)} gets code {int(tokens[i])}, at squared distance {chosen[i]:.4g}, "
@@ -133,10 +233,13 @@ NEAREST_CODE = FunctionTask(
     signature="nearest_code(z, codebook) -> image_tokens",
     cases=_nearest_cases,
     reference=reference.nearest_code,
-    outputs=("image_tokens",),
+    outputs=("image_tokens", "kind"),
+    harness=_canonical,
+    unreported=("kind",),
     properties=(
-        has_shapes(lambda c: (tuple(c.inputs["z"].shape[:-1]),), "z's without its last axis, (...)"),
+        has_shapes(lambda c: (tuple(c.inputs["z"].shape[:-1]), ()), "z's without its last axis, (...)"),
         Property("every index must name a code: an integer from 0 to K - 1", _valid_indices),
+        Property("image tokens must be an integer tensor", _integers),
         Property("each vector must get the code nearest to it", _nearest_really),
     ),
     mistakes=(
@@ -158,6 +261,26 @@ NEAREST_CODE = FunctionTask(
                 "image tokens are integers: return the argmin itself; codebook[image_tokens] is z_q.", _nc_codes),
         Mistake("the indices are left flat: not reshaped back to z's leading shape",
                 "after flattening z to (N, D), reshape the indices to z.shape[:-1].", _nc_flat),
+        Mistake("the indices are floating-point numbers",
+                "image tokens are integers: argmin gives int64, keep that dtype (no .float(), no conversion to "
+                "z's dtype); they index the codebook and the decoder's embedding.", _nc_floats),
+        Mistake("returned a NumPy array instead of a tensor",
+                "z and the codebook are tensors, and what uses the tokens next (codebook[image_tokens], the "
+                "decoder's embedding) wants one: compute with torch (z @ codebook.T, .argmin(-1)), or convert back "
+                "with torch.from_numpy.", _nc_numpy),
+        Mistake("argmin over the vectors (dim 0) instead of over the codes",
+                "the distances of the flattened z have shape (N, K): one row per vector, one column per code. "
+                "Take the argmin over the codes, .argmin(-1), then reshape to z.shape[:-1].", _nc_flat_dim0),
+        Mistake("argmin over the first axis (dim 0) instead of over the codes",
+                "the distances have shape (..., K), the codes last: .argmin(-1), or .argmin(dim=-1).", _nc_dim0),
+        Mistake("argmin without dim: one index into the whole flattened array",
+                "argmin() with no dim flattens everything; the code of each vector is the argmin over the codes "
+                "axis: .argmin(-1).", _nc_no_dim),
+        Mistake("returned .min(-1), the distances and the indices, instead of the indices",
+                "torch's .min(-1) gives a pair (values, indices): return its .indices, or use .argmin(-1).", _nc_min),
+        Mistake("summed absolute differences (L1), not squared ones",
+                "the nearest code is the one at the smallest squared Euclidean distance, ((z - e) ** 2).sum(-1); "
+                "the L1 distance picks another code for some vectors.", _nc_l1),
     ),
 )
 
@@ -204,14 +327,17 @@ def _with_gradients(fn):
     return run
 
 
-def _straight_case(rng, shape, channels_axis, note):
-    """``z`` and its codes ``z_q``: the nearest codes of a random codebook."""
+def _straight_case(rng, shape, channels_axis, note, dtype=torch.float64):
+    """``z`` and its codes ``z_q``: the nearest codes of a random codebook (``dtype`` tensors; in float32,
+    z + (z_q - z) and z_q.detach() + z - z.detach() round differently, so the tolerance is float32's)."""
     z = rng.normal(size=shape)
     D = shape[channels_axis]
     codebook = rng.normal(size=(int(rng.integers(5, 9)), D))
     vectors = np.moveaxis(z, channels_axis, -1)  # (..., D)
     z_q = np.moveaxis(codebook[((vectors[..., None, :] - codebook) ** 2).sum(-1).argmin(-1)], -1, channels_axis)
-    return Case({"z": tensor(z), "z_q": tensor(z_q)}, note=note)
+    loose = dtype == torch.float32
+    return Case({"z": tensor(z).to(dtype), "z_q": tensor(z_q).to(dtype)}, note=note,
+                rtol=1e-5 if loose else None, atol=1e-6 if loose else None)
 
 
 def _straight_cases(rng: np.random.Generator) -> list[Case]:
@@ -219,6 +345,8 @@ def _straight_cases(rng: np.random.Generator) -> list[Case]:
     return [
         _straight_case(rng, (2, D, h, w), 1, "an encoder output (B, D, h, w)"),
         _straight_case(rng, (int(rng.integers(3, 8)), int(rng.integers(2, 5))), -1, "vectors (N, D)"),
+        _straight_case(rng, (1, int(rng.integers(2, 5)), h, w), 1, "float32, as an encoder's output is",
+                       dtype=torch.float32),
     ]
 
 
@@ -246,16 +374,21 @@ def _st_all_detached(z, z_q):
     return (z + (z_q - z)).detach()
 
 
+def _st_swapped(z, z_q):
+    return z_q + (z - z_q).detach()
+
+
 def _st_z_detached(z, z_q):
     return z.detach() + (z_q - z)
 
 
 def _close_to(output: int, expected, statement: str, what: str) -> Property:
-    """``outputs[output]`` equals ``expected(case)``; a failure names the first entry that differs."""
+    """``outputs[output]`` equals ``expected(case)`` (to float32 rounding: z + (z_q - z) is z_q only to
+    rounding); a failure names the first entry that differs."""
 
     def test(fn, case, outputs):
         got, want = outputs[output], expected(case)
-        bad = ~np.isclose(got, want, rtol=1e-9, atol=1e-12)
+        bad = ~np.isclose(got, want, rtol=1e-6, atol=1e-6)
         if bad.any():
             i = np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)
             return f"{what} at index {where(i)} is {got[i]:.6g}, not {want[i]:.6g}"
@@ -309,6 +442,9 @@ STRAIGHT_THROUGH = FunctionTask(
         Mistake("detached z instead of the difference: the encoder's gradient is reversed",
                 "z.detach() + (z_q - z) sends -1 × the gradient to z and +1 × to z_q. Detach the difference: "
                 "z + (z_q - z).detach().", _st_z_detached),
+        Mistake("z and z_q swapped: z_q + (z - z_q).detach() has z's value and gives z_q the gradient",
+                "the term outside the detach is the one that gets the gradient, and the sum has the value of z_q: "
+                "z + (z_q - z).detach().", _st_swapped),
     ),
     planted="no .detach(): the two z cancel, and the encoder gets no gradient",
 )
@@ -372,9 +508,47 @@ def _ppl_codes_in_use(counts):
     return float((np.asarray(counts) > 0).sum())
 
 
+def _ppl_log_counts(counts):
+    n = np.asarray(counts, dtype=np.float64)
+    p = _used_p(counts)
+    return float(np.exp(-(p * np.log(n[n > 0])).sum()))
+
+
 def _ppl_by_K(counts):
     counts = np.asarray(counts, dtype=np.float64)
     p = counts[counts > 0] / len(counts)
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def _ppl_ln_then_2(counts):
+    p = _used_p(counts)
+    return float(2.0 ** (-(p * np.log(p)).sum()))
+
+
+def _ppl_log10(counts):
+    p = _used_p(counts)
+    return float(np.exp(-(p * np.log10(p)).sum()))
+
+
+def _ppl_unweighted(counts):
+    p = _used_p(counts)
+    return float(np.exp(-np.log(p).sum()))
+
+
+def _ppl_mean(counts):
+    p = _used_p(counts)
+    return float(np.exp(-(p * np.log(p)).mean()))
+
+
+def _ppl_dead_as_one(counts):
+    n = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
+    p = n / n.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def _ppl_plus_one(counts):
+    n = np.asarray(counts, dtype=np.float64) + 1.0
+    p = n / n.sum()
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
@@ -423,9 +597,28 @@ PERPLEXITY = FunctionTask(
         Mistake("counted the codes in use",
                 "that is the perplexity only when they are used equally; weigh each code by its share: "
                 "exp(-Σ p log p).", _ppl_codes_in_use),
+        Mistake("the log of the counts, not of the shares: -Σ p log counts",
+                "the entropy is -Σ p log p, with the same p = counts / counts.sum() inside the log.", _ppl_log_counts),
         Mistake("divided the counts by the number of codes, not by the number of tokens",
                 "p_k is the fraction of the tokens that are code k: counts / counts.sum(), not counts / len(counts).",
                 _ppl_by_K),
+        Mistake("mixed bases: natural log inside, 2 ** outside",
+                "exp undoes the natural log: exp(-Σ p log p) with np.log (or 2 ** (-Σ p log2 p), the same number).",
+                _ppl_ln_then_2),
+        Mistake("log base 10 inside, e outside",
+                "exp undoes the natural log: exp(-Σ p log p) with np.log, not np.log10.", _ppl_log10),
+        Mistake("the entropy without its weights: -Σ log p instead of -Σ p log p",
+                "each code's surprise -log p_k counts as often as the code is used: weigh it by p_k.",
+                _ppl_unweighted),
+        Mistake("averaged p log p over the codes instead of summing it",
+                "the entropy is a sum over the codes, -Σ p log p (the p already weigh each code): .sum(), not .mean().",
+                _ppl_mean),
+        Mistake("the dead codes counted as used once (to avoid log 0)",
+                "a dead code has p = 0 and adds nothing (p log p → 0): leave it out, p = p[p > 0], rather than "
+                "giving it a count it does not have.", _ppl_dead_as_one),
+        Mistake("1 added to every count (to avoid log 0)",
+                "smoothing changes the shares of every code; a dead code has p = 0 and adds nothing: leave it out, "
+                "p = p[p > 0].", _ppl_plus_one),
         Mistake(IN_PLACE, "", _ppl_in_place, in_place=True),
     ),
 )
