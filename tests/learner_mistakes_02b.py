@@ -467,3 +467,21 @@ RIGHT_ANSWERS_02B = [
     ("02b.adamw_step", adamw_torch_order),
     ("02b.adamw_step", adamw_copies_in_place),
 ]
+
+
+def cross_entropy_column_shift(logits, targets):
+    z = logits - np.max(logits, axis=0, keepdims=True)
+    log_p = z - np.log(np.sum(np.exp(z), axis=1, keepdims=True))
+    return -np.mean(log_p[np.arange(len(targets)), targets])
+
+
+def cross_entropy_ignores_targets(logits, targets):
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -log_p.max(axis=1).mean()
+
+
+LEARNER_MISTAKES_02B["02b.cross_entropy"].update({
+    "shifted by each class's maximum over the batch (axis=0), not each row's": cross_entropy_column_shift,
+    "the largest log-probability of each row, not the target's": cross_entropy_ignores_targets,
+})

@@ -608,3 +608,61 @@ LEARNER_MISTAKES_06["06.joint_mask"] = {
     IN_PLACE: joint_writes_into_mask,
 }
 RIGHT_ANSWERS_06 += [("06.joint_mask", joint_by_blocks), ("06.joint_mask", joint_from_a_full_causal_mask)]
+
+
+# --- later additions (an independent probe's misses) --------------------------------------------
+
+def block_without_cross_attention(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    return x + block.mlp(block.norm3(x))
+
+
+def block_norm2_twice(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    x = x + block.cross_attention(block.norm2(x), context, context_mask)
+    return x + block.mlp(block.norm2(x))
+
+
+def block_residuals_on_normed(x, context, context_mask, block):
+    for norm, layer in ((block.norm1, block.self_attention), (block.norm2, None), (block.norm3, block.mlp)):
+        h = norm(x)
+        x = h + (layer(h) if layer is not None else block.cross_attention(h, context, context_mask))
+    return x
+
+
+def block_caption_asks(x, context, context_mask, block):
+    x = x + block.self_attention(block.norm1(x))
+    x = x + block.cross_attention(context, block.norm2(x), context_mask)
+    return x + block.mlp(block.norm3(x))
+
+
+def probs_as_log(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    if top_k is not None:
+        kth = torch.topk(logits, top_k, dim=-1)
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, kth.indices, kth.values)
+    return F.log_softmax(logits / temperature, dim=-1)
+
+
+def joint_padded_rows_only_self(context_mask, num_image_tokens):
+    mask = _joint(context_mask, num_image_tokens)
+    L = context_mask.shape[1]
+    for b in range(context_mask.shape[0]):
+        for r in range(L):
+            if not context_mask[b, r]:
+                mask[b, r, :L] = False
+                mask[b, r, r] = True
+    return mask
+
+
+LEARNER_MISTAKES_06.setdefault("06.decoder_block", {}).update({
+    "the cross-attention left out: the caption never reaches the image": block_without_cross_attention,
+    "norm2 before the MLP too: norm3 is never used": block_norm2_twice,
+    "every residual adds the normalised x: h = norm(x); x = h + f(h)": block_residuals_on_normed,
+    "the cross-attention called with the caption as its queries": block_caption_asks,
+})
+LEARNER_MISTAKES_06.setdefault("06.sampling_probs", {})[
+    "returned log-probabilities (log_softmax), not probabilities"] = probs_as_log
+LEARNER_MISTAKES_06["06.joint_mask"]["a padded word's row sees only itself, not the real words"] = \
+    joint_padded_rows_only_self

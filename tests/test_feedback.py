@@ -195,3 +195,12 @@ def test_an_untouched_fix_the_bug_task_is_not_attempted_even_with_the_learners_b
         "    return weights @ v, weights\n", namespace)
     for seed in (0, 1, 2):
         assert judge(get_task("01.masked_attention"), namespace["masked_attention"], seed).status == "not attempted"
+
+
+def test_a_right_answer_with_its_parameters_renamed_passes():
+    def teacher_forcing(tokens, start):  # the def line renamed: the check passes start_id=... by keyword
+        first = torch.full_like(tokens[:, :1], start)
+        return torch.cat([first, tokens[:, :-1]], dim=1), tokens.clone()
+
+    for seed in (0, 1, 2):
+        assert judge(get_task("06.teacher_forcing"), teacher_forcing, seed).status == "passed"

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from crossmodal_edu.grading import wire
+from crossmodal_edu.grading.spec import in_their_names
 
 __all__ = ["serve"]
 
@@ -146,7 +147,7 @@ def _call(request: dict[str, Any]) -> dict[str, Any]:
         if not found:
             return {"error": {"type": "NameError", "module": "builtins", "where": "",
                               "message": f"name {task.name!r} is not defined"}}
-        run = task.run(answer)
+        run = task.run(in_their_names(answer, task.reference))
     args, kwargs = request["args"], request["kwargs"]
     before = [_snapshot(a) for a in args]
     watch = _Watch(task)

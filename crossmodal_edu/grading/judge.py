@@ -37,7 +37,7 @@ from crossmodal_edu.compare import to_numpy
 from crossmodal_edu.grading.difference import describe_difference, describe_shape
 from crossmodal_edu.grading.remote import RemoteFunction
 from crossmodal_edu.grading.result import ERROR, FAILED, NOT_ATTEMPTED, PASSED, Result
-from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, PredictionTask, Task
+from crossmodal_edu.grading.spec import IN_PLACE, Case, FunctionTask, PredictionTask, Task, in_their_names
 
 __all__ = ["judge", "new_seed"]
 
@@ -102,6 +102,10 @@ def _wrong_kind(task: FunctionTask, mine: tuple[str, ...], expected: tuple[str, 
             return (f"`{name}` holds {_KIND_WORDS.get(a, a)}, but it should hold {_KIND_WORDS[b]}, like the "
                     f"reference's: " + ("a mask must be True/False" if b == "b" else
                                          "token ids and counts are whole numbers (torch.long)"))
+        if b == "f" and a in "biu":
+            return (f"`{name}` holds {_KIND_WORDS[a]}, but it should hold floats, like the reference's "
+                    f"(convert with .to(logits.dtype) or .astype(float)): probabilities, weights and scores are "
+                    f"real numbers, and torch.multinomial, for one, refuses integers")
     return None
 
 
@@ -412,7 +416,7 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
     cases = task.cases(np.random.default_rng(seed))
     # What is called and compared: fn, or the task's harness around it. A function in the learner's
     # kernel (the class grader) goes through the harness there: the judge only sees what comes back.
-    run = fn if isinstance(fn, RemoteFunction) else task.run(fn)
+    run = fn if isinstance(fn, RemoteFunction) else task.run(in_their_names(fn, task.reference))
     mine = [_call(run, case) for case in cases]
 
     stub = _not_implemented(mine)

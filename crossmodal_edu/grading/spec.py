@@ -20,12 +20,14 @@ the one whose output the learner's output reproduces.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-__all__ = ["Case", "Mistake", "Property", "FunctionTask", "PredictionTask", "Task", "IN_PLACE"]
+__all__ = ["Case", "Mistake", "Property", "FunctionTask", "PredictionTask", "Task", "IN_PLACE", "in_their_names"]
 
 # The one mistake every function task can show, detected by comparing the inputs before and after.
 IN_PLACE = "changes its input in place"
@@ -179,3 +181,29 @@ class PredictionTask:
 
 
 Task = FunctionTask | PredictionTask
+
+
+def in_their_names(fn: Callable[..., Any], reference: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, taking the keyword options a check passes under the names of the reference's parameters
+    (``start_id=9``) by position, under its own names: a learner who renamed ``start_id`` to ``start``
+    in the ``def`` line still has a right answer. ``fn`` itself when no renaming is needed (or when its
+    signature cannot be read, or it takes ``**kwargs``, or it is a class)."""
+    if isinstance(fn, type):
+        return fn
+    try:
+        mine = list(inspect.signature(fn).parameters.values())
+        theirs = list(inspect.signature(reference).parameters)
+    except (TypeError, ValueError):
+        return fn
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in mine):
+        return fn
+    names = [p.name for p in mine if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    renamed = {name: names[i] for i, name in enumerate(theirs) if name not in names and i < len(names)}
+    if not renamed:
+        return fn
+
+    @functools.wraps(fn)
+    def call(*args: Any, **options: Any) -> Any:
+        return fn(*args, **{renamed.get(name, name): value for name, value in options.items()})
+
+    return call

@@ -150,6 +150,15 @@ def _ce_with(log_softmax):
     return answer
 
 
+def _ce_column_max(logits, targets):
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    return -(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))[_rows(targets), targets].mean()
+
+
+def _ce_largest_class(logits, targets):
+    return -reference.log_softmax(logits).max(axis=-1).mean()
+
+
 def _ce_sum_no_keepdims(logits, targets):
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return -(shifted - np.log(np.exp(shifted).sum(axis=-1)))[_rows(targets), targets].mean()
@@ -240,6 +249,12 @@ CROSS_ENTROPY = FunctionTask(
         Mistake("the sum of exponentials taken without keepdims=True: it broadcasts along the wrong axis",
                 "np.exp(shifted).sum(axis=-1) has shape (B,), which lines up with the classes axis, not the rows "
                 "(it only runs when B = C): keep the axis, .sum(axis=-1, keepdims=True).", _ce_sum_no_keepdims),
+        Mistake("shifted by each class's maximum over the batch (axis=0), not each row's",
+                "the shift must be one number per example: logits.max(axis=-1, keepdims=True), the largest of "
+                "that row's C logits.", _ce_column_max),
+        Mistake("the largest log-probability of each row, not the target's",
+                "the loss is -log p of the CORRECT class: pick each row's entry at its target, "
+                "log_p[np.arange(B), targets].", _ce_largest_class),
         Mistake(IN_PLACE, "", _ce_in_place, in_place=True),
     ),
 )
@@ -276,6 +291,13 @@ BLIND_GUESS = PredictionTask(
         Mistake("that is the sum over the batch of 64, not the mean",
                 "F.cross_entropy averages over the batch: the mean of 64 equal terms is one of them.",
                 value=64 * _LN9),
+        Mistake("that is ln 64, the batch size: the guess is among the 9 cells",
+                "every example is its own guess among 9 cells; the batch only averages 64 equal losses.",
+                value=float(np.log(64))),
+        Mistake("that is ln 8: count the cells again",
+                "the grid has 3 × 3 = 9 cells, so a blind guess gives each 1/9.", value=float(np.log(8))),
+        Mistake("that is ln 10: count the cells again",
+                "the grid has 3 × 3 = 9 cells, so a blind guess gives each 1/9.", value=float(np.log(10))),
         Mistake("a guess is not free: it gives the correct cell only 1/9",
                 "the loss is 0 only when the correct class gets probability 1.", value=0),
     ),

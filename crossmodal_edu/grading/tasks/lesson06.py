@@ -146,6 +146,23 @@ def _db_cross_first(x, context, context_mask, block):
     return _sublayers(x, context, context_mask, block, order=("cross", "self", "mlp"))
 
 
+def _db_no_cross(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, order=("self", "mlp"))
+
+
+def _db_norm2_for_mlp(x, context, context_mask, block):
+    return _sublayers(x, context, context_mask, block, norms={"self": block.norm1, "cross": block.norm2, "mlp": block.norm2})
+
+
+def _db_every_residual_normed(x, context, context_mask, block):
+    h = block.norm1(x)
+    x = h + block.self_attention(h)
+    h = block.norm2(x)
+    x = h + block.cross_attention(h, context, context_mask)
+    h = block.norm3(x)
+    return h + block.mlp(h)
+
+
 def _db_norms_swapped(x, context, context_mask, block):
     return _sublayers(x, context, context_mask, block, norms={"self": block.norm2, "cross": block.norm1, "mlp": block.norm3})
 
@@ -290,6 +307,19 @@ DECODER_BLOCK = FunctionTask(
         Mistake("the MLP before the cross-attention",
                 "the order in this decoder is self-attention (norm1), cross-attention (norm2), MLP (norm3).",
                 _db_mlp_before_cross),
+        Mistake("the cross-attention left out: the caption never reaches the image",
+                "the block has three sub-layers; the middle one, x + cross_attention(norm2(x), context, "
+                "context_mask), is where the image tokens ask the caption.", _db_no_cross),
+        Mistake("norm2 before the MLP too: norm3 is never used",
+                "each sub-layer has its own LayerNorm: norm1 before the self-attention, norm2 before the "
+                "cross-attention, norm3 before the MLP.", _db_norm2_for_mlp),
+        Mistake("every residual adds the normalised x: h = norm(x); x = h + f(h)",
+                "the residual stream is x itself: x = x + f(norm(x)). Adding to norm(x) throws away x's scale "
+                "at every sub-layer.", _db_every_residual_normed),
+        Mistake("the cross-attention called with the caption as its queries",
+                "cross_attention(queries, context, context_mask): the queries are the image stream, norm2(x); "
+                "the caption is the context, whose words are the keys and values.",
+                raises=r"context_mask must have shape \(B, Lk\)"),
         Mistake(IN_PLACE, "", _db_in_place, in_place=True),
     ),
     rtol=1e-7,
@@ -1120,6 +1150,12 @@ def _sp_no_top_k(logits, temperature=1.0, top_k=None):
     return torch.softmax(logits / temperature, dim=-1)
 
 
+def _sp_log_probs(logits, temperature=1.0, top_k=None):
+    if temperature == 0:
+        return _one_hot(logits)
+    return torch.log_softmax(reference.top_k_filter(logits, top_k) / temperature, dim=-1)
+
+
 def _sp_no_greedy(logits, temperature=1.0, top_k=None):
     return torch.softmax(reference.top_k_filter(logits, top_k) / temperature, dim=-1)
 
@@ -1259,6 +1295,9 @@ SAMPLING_PROBS = FunctionTask(
         Mistake("multiplied the logits by the temperature instead of dividing",
                 "p = softmax(ℓ / T): a temperature below 1 must sharpen the distribution, so divide.",
                 _sp_multiplied),
+        Mistake("returned log-probabilities (log_softmax), not probabilities",
+                "a sampler draws from probabilities: softmax, not log_softmax (each row must be positive and "
+                "sum to 1).", _sp_log_probs),
         Mistake("temperature applied after the softmax",
                 "softmax(ℓ) / T is no longer a distribution (and normalising it again undoes T): divide the "
                 "logits, then take the softmax.", _sp_after_softmax),
@@ -1359,6 +1398,15 @@ def _jm(context_mask, T, words_seen=True, padding_hidden=True, word_itself=True,
     image[:, L:] = torch.ones(T, T, dtype=torch.bool).tril(diagonal) if causal else True
     mask = torch.cat([words, image], dim=2)
     return ~mask if inverted else mask
+
+
+def _jm_padded_rows_see_only_themselves(context_mask, num_image_tokens):
+    mask = _jm(context_mask, num_image_tokens)
+    L = context_mask.shape[1]
+    padded = ~context_mask  # (B, L): rows of padded words
+    eye = torch.eye(L, dtype=torch.bool)
+    mask[:, :L, :L] = torch.where(padded[:, :, None], eye, mask[:, :L, :L])
+    return mask
 
 
 def _jm_variant(**change):
@@ -1474,6 +1522,9 @@ JOINT_MASK = FunctionTask(
         Mistake("a padded word's own row sees nothing (its softmax is 0/0)",
                 "give each word's row its own word as well (| torch.eye(L)), so that no row is empty, even "
                 "for a caption of padding only; no other row sees a padded word.", _jm_variant(word_itself=False)),
+        Mistake("a padded word's row sees only itself, not the real words",
+                "a padded word's row is like any word's: it sees every real word, and itself so that it is "
+                "never empty.", _jm_padded_rows_see_only_themselves),
         Mistake("the caption made causal: a word sees only the words before it",
                 "in this decoder the caption is read whole: its rows see every real word, both ways.",
                 _jm_variant(caption_causal=True)),
