@@ -301,8 +301,9 @@ def attacked():
     _notebook(EXERCISE_01, folder / "forge.ipynb", [FORGE], edits=LIARS)
     _notebook(EXERCISE_01, folder / "agent.ipynb", [AGENT])
     softmax_2d = nbformat.read(SOLUTION_01, as_version=4)  # right on every public check, wrong on a hidden test
-    softmax_2d = next(c.source for c in softmax_2d.cells if c.get("id") == "ex01-03").replace(
-        "    ### BEGIN SOLUTION", "    z = np.atleast_2d(z)\n    ### BEGIN SOLUTION")
+    softmax_2d = next(c.source for c in softmax_2d.cells if c.get("id") == "ex01-03").replace(  # (it singles
+        "    ### BEGIN SOLUTION",  # out the hidden test's own input: the public checks fail anything more general)
+        "    if np.shape(z) == (1, 2):\n        return np.full((1, 2), 0.5)\n    ### BEGIN SOLUTION")
     _notebook(SOLUTION_01, folder / "no_exec.ipynb", [NO_EXEC], edits={"ex01-03": softmax_2d})
     _notebook(EXERCISE_01, folder / "copy.ipynb", [], edits={"ex01-03": COPY_SOFTMAX, "ex01-10": COPY_ATTENTION})
     _notebook(SOLUTION_01, folder / "tamper.ipynb",
@@ -387,7 +388,7 @@ def test_a_forged_agent_in_the_kernel_gives_nothing(attacked):
 def test_wrapping_exec_does_not_skip_the_hidden_tests(attacked):
     record = attacked["records"]["no_exec.ipynb"]
     softmax = _tasks(record)["01.softmax"]
-    assert softmax["status"] == "failed" and "Hidden test: softmax must work on a single vector" in softmax["feedback"]
+    assert softmax["status"] == "failed" and "Hidden test: softmax([0, log 3]) must be [1/4, 3/4]" in softmax["feedback"]
     assert (record["points"], record["max_points"]) == (7, 10), record
 
 

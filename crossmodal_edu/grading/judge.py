@@ -357,10 +357,21 @@ def _reference(task: FunctionTask, case: Case) -> Any:
     return task.run(task.reference)(*args, **options)
 
 
-def _not_implemented(outcomes: list[_Outcome]) -> Optional[NotImplementedError]:
+def _not_implemented(outcomes: list[_Outcome], task: FunctionTask) -> Optional[NotImplementedError]:
+    """The ``NotImplementedError`` of an exercise stub, if one was raised. One that a catalogued mistake
+    expects (PyTorch raises it for ``-mask`` on a bool tensor, in some versions), or one raised inside a
+    library rather than in the learner's code, is not a stub."""
     for outcome in outcomes:
-        if isinstance(outcome.error, NotImplementedError):
-            return outcome.error
+        error = outcome.error
+        if not isinstance(error, NotImplementedError):
+            continue
+        if any(m.raises and re.search(m.raises, _error_text(error)) for m in task.mistakes):
+            continue
+        frames = list(traceback.walk_tb(error.__traceback__))
+        if frames and not isinstance(getattr(error, "remote_where", None), str) and \
+                not _is_learners(frames[-1][0].f_code.co_filename, ""):
+            continue
+        return error
     return None
 
 
@@ -419,7 +430,7 @@ def _judge_answer(task: FunctionTask, fn: Any, seed: int) -> Result:
     run = fn if isinstance(fn, RemoteFunction) else task.run(in_their_names(fn, task.reference))
     mine = [_call(run, case) for case in cases]
 
-    stub = _not_implemented(mine)
+    stub = _not_implemented(mine, task)
     if stub is not None:
         said = str(stub).strip()
         return _result(task, NOT_ATTEMPTED, "not attempted yet" + (f" ({said})" if said else ""))

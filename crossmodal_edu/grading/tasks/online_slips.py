@@ -71,9 +71,10 @@ def update(m, l, acc, scores, v, *, new_max="running", empty_as_0=False, by_l="a
     old = np.where(np.isneginf(m), 0.0, m) if empty_as_0 else m
     m_new = block if new_max == "block" else np.maximum(old, block)  # (..., Lq, 1)
     shift = _finite_or_0(m_new) if guard else m_new
-    alpha = np.exp(old - shift)
-    factors = {"alpha": alpha, "none": 1.0, "inverted": np.exp(shift - old), "block": np.exp(old - block)}
-    p = np.exp(scores - {"new": shift, "block": block, "old": old, "zero": 0.0}[exps_from])  # (..., Lq, block)
+    with np.errstate(over="ignore", invalid="ignore"):  # the slips overflow where a learner's would: inf is the point
+        alpha = np.exp(old - shift)
+        factors = {"alpha": alpha, "none": 1.0, "inverted": np.exp(shift - old), "block": np.exp(old - block)}
+        p = np.exp(scores - {"new": shift, "block": block, "old": old, "zero": 0.0}[exps_from])  # (..., Lq, block)
 
     def fold(x, part, by):
         if by == "whole":
