@@ -38,10 +38,11 @@ Recipe (the same for every design; issue 13 section 2):
   ``build/outside/`` from the package registry; nothing goes into the course's environment.
 
 Results: one JSON line per finished run, appended (lock + flush + fsync) to
-``benchmarks/results/conditioning_lab_cpu.jsonl``; a run whose id is already there is skipped,
+``crossmodal_edu/results/conditioning_lab_cpu.jsonl`` (package data: lesson 06 draws it, on Colab
+too); a run whose id is already there is skipped,
 so the benchmark can be spread over several sittings. ``--report`` prints the table (mean +- sd
-over training seeds, with n) and draws ``benchmarks/results/conditioning_lab.png``;
-``summarise(path)`` returns the same rows as dicts (lesson 06 reads them).
+over training seeds, with n) and draws ``benchmarks/results/conditioning_lab_cpu.png``;
+``crossmodal_edu.dalle.lab_results.summarise(path)`` returns the same rows as dicts (lesson 06 draws them).
 
 Cost on the 2-core development VM, one thread per run (the first run of the background job,
 cross-attention at lr 1.5e-3, 2026-12-01): 633 s of training (0.317 s/step) and 71 s of test
@@ -51,7 +52,7 @@ the 5 outside runs take ~8.5 hours on one core; ``--phase all --workers 1`` goes
 (``ORDER``: each design's lr phase, then its seeds), so an interrupted job leaves whole designs.
 On a GPU (the device is CUDA whenever one is present, with bf16 autocast), phase by phase:
 
-    python benchmarks/conditioning_lab.py --phase all --workers 8 --out benchmarks/results/conditioning_lab_h200.jsonl
+    python benchmarks/conditioning_lab.py --phase all --workers 8 --out crossmodal_edu/results/conditioning_lab_h200.jsonl
 
     python benchmarks/conditioning_lab.py --dry-run                 # the runs, their ids, done or not
     python benchmarks/conditioning_lab.py --phase lr --designs joint,mmdit --workers 2
@@ -75,18 +76,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from crossmodal_edu.dalle.lab_results import (FLOOR, FLOOR_LR, LRS, RESULTS, chosen_lr, read_lines,  # noqa: F401 (re-exported)
+                                              mean_sd, plot_results, report_table, summarise)
+from crossmodal_edu.dalle.lab_results import OUTSIDE as OUTSIDE_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_OUT = RESULTS / "conditioning_lab_cpu.jsonl"
+DEFAULT_OUT = RESULTS  # crossmodal_edu/results/conditioning_lab_cpu.jsonl: it ships with the package, lesson 06 draws it
 OUTSIDE_DIR = ROOT / "build" / "outside"
-OUTSIDE_NAME = "dalle-pytorch"
 OUTSIDE_VERSION = "1.6.6"
 OUTSIDE_DEPS = ("einops", "axial-positional-embedding", "rotary-embedding-torch")
 
 DESIGNS: tuple[str, ...] = ("cross-attention", "joint", "mmdit", "adaln", "single-stream")
-FLOOR = "none"
-FLOOR_LR = 3e-3
-LRS: tuple[float, ...] = (1.5e-3, 3e-3, 6e-3)
 SEEDS: tuple[int, ...] = (0, 1, 2)
 KINDS: tuple[str, ...] = ("tier1", "held_out", "tier2")
 VALIDATION_SEEDS: dict[str, int] = {"tier1": 70_001, "tier2": 70_002, "held_out": 70_003}
@@ -416,15 +416,6 @@ def train_and_grade(run: Run, settings: Settings = Settings()) -> dict[str, Any]
 # ----------------------------------------------------------------------------- the results file
 
 
-def read_lines(path: str | Path) -> list[dict[str, Any]]:
-    """Every JSON line of ``path`` (none if it does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path) as file:
-        return [json.loads(text) for text in file if text.strip()]
-
-
 def done_ids(path: str | Path) -> set[str]:
     return {line["id"] for line in read_lines(path)}
 
@@ -441,17 +432,6 @@ def append_line(path: str | Path, line: dict[str, Any]) -> None:
             os.fsync(file.fileno())
         finally:
             fcntl.flock(file, fcntl.LOCK_UN)
-
-
-def chosen_lr(lines: list[dict[str, Any]], design: str, steps: int) -> float | None:
-    """The lr of ``design``'s best seed-0 run at ``steps`` by validation score, once all of ``LRS`` are in."""
-    tried = {line["lr"]: line["validation"]["score"] for line in lines
-             if line["design"] == design and line["seed"] == 0 and line["steps"] == steps}
-    if design == FLOOR:
-        return FLOOR_LR if FLOOR_LR in tried else None
-    if not all(lr in tried for lr in LRS):
-        return None
-    return max(LRS, key=lambda lr: tried[lr])
 
 
 def plan(phase: str, designs: tuple[str, ...], steps: int, lines: list[dict[str, Any]]) -> tuple[list[Run], list[str]]:
@@ -515,111 +495,6 @@ def execute(runs: list[Run], out: str | Path, workers: int = 1, settings: Settin
 
 # ----------------------------------------------------------------------------- the report
 
-COLUMNS = (("one object", "tier1_all"), ("held-out", "held_out_all"), ("two objects", "tier2_all"), ("relation", "tier2_relation"))
-
-
-def mean_sd(values: list[float]) -> dict[str, Any]:
-    """``{"mean", "sd", "se", "n"}``: the sample standard deviation (n - 1) and the standard error
-    of the mean (sd / sqrt(n)), None for fewer than two values."""
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "sd": None, "se": None, "n": 0}
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"mean": mean, "sd": sd, "se": None if sd is None else sd / math.sqrt(n), "n": n}
-
-
-def summarise(path: str | Path = DEFAULT_OUT) -> list[dict[str, Any]]:
-    """One row per (design, steps, guidance scale): the runs at the design's chosen lr (every
-    training seed that is in), each metric as ``{"mean", "sd", "n"}`` over those seeds.
-
-    Keys: ``design``, ``steps``, ``scale``, ``lr``, ``params``, ``seeds``, ``s_per_step``,
-    ``tier1_all``, ``held_out_all``, ``tier2_all``, ``tier2_relation``, ``steps_to_target``
-    and ``cpu_s_to_target`` (over the seeds that reached it; ``reached`` says how many did).
-    """
-    lines = read_lines(path)
-    rows = []
-    groups = sorted({(line["design"], line["steps"]) for line in lines},
-                    key=lambda g: ((*DESIGNS, FLOOR, OUTSIDE_NAME).index(g[0]) if g[0] in (*DESIGNS, FLOOR, OUTSIDE_NAME) else 99, g[1]))
-    for design, steps in groups:
-        lr = chosen_lr(lines, design, steps)
-        if lr is None:  # lr phase unfinished: the best seed-0 run so far
-            seed0 = [line for line in lines if line["design"] == design and line["steps"] == steps and line["seed"] == 0]
-            if not seed0:
-                continue
-            lr = max(seed0, key=lambda line: line["validation"]["score"])["lr"]
-        runs = sorted((line for line in lines if line["design"] == design and line["steps"] == steps and line["lr"] == lr),
-                      key=lambda line: line["seed"])
-        scales = sorted({key for line in runs for key in line["test"]}, key=lambda k: float(k[1:]))
-        for scale in scales:
-            scored = [line for line in runs if scale in line["test"]]
-            reached = [line for line in scored if line["steps_to_target"] is not None]
-            rows.append({
-                "design": design, "steps": steps, "scale": float(scale[1:]), "lr": lr,
-                "lr_final": chosen_lr(lines, design, steps) is not None,
-                "params": scored[0]["params"], "seeds": [line["seed"] for line in scored],
-                "s_per_step": mean_sd([line["s_per_step"] for line in scored]),
-                **{key: mean_sd([line["test"][scale][key] for line in scored]) for _, key in COLUMNS},
-                "steps_to_target": mean_sd([line["steps_to_target"] for line in reached]),
-                "cpu_s_to_target": mean_sd([line["cpu_s_to_target"] for line in reached]),
-                "reached": f"{len(reached)}/{len(scored)}",
-                "test_prompts": scored[0]["test_settings"]["n"],
-            })
-    return rows
-
-
-def _cell(stat: dict[str, Any], percent: bool = True, digits: int = 1) -> str:
-    if stat["mean"] is None:
-        return "-"
-    scale = 100 if percent else 1
-    sd = "" if stat["sd"] is None else f" ± {stat['sd'] * scale:.{digits}f}"
-    se = "" if stat["se"] is None else f", se {stat['se'] * scale:.{digits}f}"
-    return f"{stat['mean'] * scale:.{digits}f}{sd} (n={stat['n']}{se})"
-
-
-def report_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a Markdown table (percentages; mean ± sd over training seeds, n seeds)."""
-    header = ["design", "guidance", "params", "lr", "s/step", *[name for name, _ in COLUMNS], "steps to 80% two-obj", "CPU s to 80%"]
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        out.append("| " + " | ".join([
-            row["design"], f"{row['scale']:g}", f"{row['params']:,}", f"{row['lr']:g}" + ("" if row["lr_final"] else " (lr phase unfinished)"),
-            _cell(row["s_per_step"], percent=False, digits=3),
-            *[_cell(row[key]) for _, key in COLUMNS],
-            (_cell(row["steps_to_target"], percent=False, digits=0) + f", reached {row['reached']}"),
-            _cell(row["cpu_s_to_target"], percent=False, digits=0),
-        ]) + " |")
-    return "\n".join(out)
-
-
-def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Grouped bars (one group per metric, one bar per design), error bars = sd over seeds; one panel per guidance scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    scales = sorted({row["scale"] for row in rows})
-    fig, axes = plt.subplots(1, len(scales), figsize=(6.5 * len(scales), 4.2), squeeze=False, sharey=True)
-    for ax, scale in zip(axes[0], scales):
-        panel = [row for row in rows if row["scale"] == scale]
-        width = 0.8 / max(len(panel), 1)
-        for i, row in enumerate(panel):
-            means = [100 * (row[key]["mean"] or 0) for _, key in COLUMNS]
-            sds = [100 * (row[key]["sd"] or 0) for _, key in COLUMNS]
-            xs = [j + (i - (len(panel) - 1) / 2) * width for j in range(len(COLUMNS))]
-            ax.bar(xs, means, width, yerr=sds, capsize=2, label=f"{row['design']} (n={row[COLUMNS[0][1]]['n']})")
-        ax.set_xticks(range(len(COLUMNS)), [name for name, _ in COLUMNS])
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("prompts right (%)")
-        ax.set_title(f"guidance {scale:g}: mean ± sd over training seeds")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
-    fig.suptitle("Conditioning lab: equal parameters, steps and batches", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- command line
 
 
@@ -631,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel processes, one thread each")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--dry-run", action="store_true", help="list the runs, their ids and whether they are done")
-    parser.add_argument("--report", action="store_true", help="print the table and draw benchmarks/results/conditioning_lab.png")
+    parser.add_argument("--report", action="store_true", help="print the table and draw benchmarks/results/<out>.png")
     parser.add_argument("--setup-outside", action="store_true", help=f"install DALLE-pytorch {OUTSIDE_VERSION} into build/outside")
     args = parser.parse_args(argv)
     if args.setup_outside:
@@ -641,8 +516,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = summarise(args.out)
         print(report_table(rows))
         if rows:
-            png = Path(args.out).with_name("conditioning_lab.png")
-            plot(rows, png)
+            png = ROOT / "benchmarks" / "results" / Path(args.out).with_suffix(".png").name
+            plot_results(rows).savefig(png, dpi=120)
             print(f"chart: {png}")
         return
     known = (*DESIGNS, FLOOR, OUTSIDE_NAME)

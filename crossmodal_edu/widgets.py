@@ -5,8 +5,8 @@ r"""Interactive explorers for the lessons, with a static figure wherever widgets
   image asks the caption.
 * :class:`HeadExplorer` (lesson 03): pick a head and a query token of a ``MultiHeadCrossAttention``
   and see that head's map.
-* :class:`PromptPlayground` (lesson 06): type a caption, set the guidance scale and temperature,
-  press Generate, and see the images and, per word, where the first image read it.
+* :class:`PromptPlayground` (lesson 06): choose a trained decoder, type a caption, set the guidance
+  scale and temperature, press Generate, and see the images and, per word, where the first image read it.
 
 Each explorer keeps its logic apart from its drawing, so tests can drive it without a browser:
 the ``state`` attributes (``word``, ``scale``, ``mask`` / ``head``, ``query``) and the arrays they
@@ -349,10 +349,13 @@ class PromptPlayground(_Explorer):
     """Lesson 06's miniature DALL-E at your fingertips: a caption box, guidance and temperature
     sliders, a Generate button; ``num_images`` samples and the first one's per-word attention maps.
 
-    State: ``caption``, ``guidance_scale``, ``temperature``, ``seed``. Changing them does not
-    redraw (sampling takes a moment); :meth:`generate` (the button) samples and redraws. A caption
-    with a word outside the vocabulary, or too many words, is not sampled: ``message`` says what
-    is wrong and lists the known words, and the picture shows that message.
+    ``decoder`` is one trained decoder, or a dict of them by name (``{"cross-attention": a,
+    "joint attention": b}``): then a menu chooses which one draws, all through the same tokenizer.
+
+    State: ``model`` (the chosen name), ``caption``, ``guidance_scale``, ``temperature``, ``seed``.
+    Changing them does not redraw (sampling takes a moment); :meth:`generate` (the button) samples
+    and redraws. A caption with a word outside the vocabulary, or too many words, is not sampled:
+    ``message`` says what is wrong and lists the known words, and the picture shows that message.
     """
 
     title = "prompt playground"
@@ -366,17 +369,33 @@ class PromptPlayground(_Explorer):
         temperature: float = 1.0,
         seed: int = 0,
         num_images: int = 4,
+        model: Optional[str] = None,
     ) -> None:
         super().__init__()
         from crossmodal_edu.world import Vocab
 
-        self.decoder, self.tokenizer = decoder, tokenizer
+        if isinstance(decoder, dict):
+            if not decoder:
+                raise ValueError("PromptPlayground got an empty dict of decoders: give one decoder, or {name: decoder}")
+            self.models = dict(decoder)
+        else:
+            self.models = {getattr(getattr(decoder, "config", None), "conditioning", "decoder"): decoder}
+        if model is None:
+            model = next(iter(self.models))
+        if model not in self.models:
+            raise ValueError(f"model must be one of {list(self.models)}, got {model!r}")
+        self.model, self.tokenizer = model, tokenizer
         self.vocab = Vocab()
         self.caption, self.guidance_scale, self.temperature, self.seed = caption, guidance_scale, temperature, seed
         self.num_images = num_images
         self.message: Optional[str] = None
         self.generation: Any = None
         self.generate(redraw=False)
+
+    @property
+    def decoder(self) -> Any:
+        """The decoder that draws: ``models[model]``."""
+        return self.models[self.model]
 
     def check_caption(self, caption: str) -> Optional[str]:
         """None if ``caption`` can be drawn, else a message saying why not."""
@@ -429,7 +448,8 @@ class PromptPlayground(_Explorer):
             axes[0, i].imshow(image)
             axes[0, i].set_title(f"sample {i + 1}", fontsize=8)
         show_word_maps(self.generation.images[0], self.generation.word_maps[0], words, axes=axes[1, : len(words)])
-        fig.suptitle(f"'{self.caption}' (guidance {self.guidance_scale:g}, temperature {self.temperature:g}, "
+        drawn_by = f"{self.model}; " if len(self.models) > 1 else ""
+        fig.suptitle(f"'{self.caption}' ({drawn_by}guidance {self.guidance_scale:g}, temperature {self.temperature:g}, "
                      f"seed {self.seed}); below: where sample 1 read each word", fontsize=9)
         return fig
 
@@ -443,15 +463,18 @@ class PromptPlayground(_Explorer):
         button = widgets.Button(description="Generate", button_style="primary")
         button.on_click(lambda _: self.generate())
         self.controls["generate"] = button
-        for name, control in (("caption", caption), ("guidance_scale", guidance), ("temperature", temperature)):
+        named = [("caption", caption), ("guidance_scale", guidance), ("temperature", temperature)]
+        if len(self.models) > 1:
+            named.append(("model", widgets.Dropdown(options=list(self.models), value=self.model, description="model")))
+        for name, control in named:
             control.observe(lambda change, name=name: setattr(self, name, change["new"]), names="value")
             self.controls[name] = control
-        return [caption, guidance, temperature, button]
+        return [control for _, control in named] + [button]
 
     def widget(self) -> Any:
         """Controls in two rows (the caption box is wide), the picture below."""
         import ipywidgets as widgets
 
-        caption, guidance, temperature, button = self._make_controls(widgets)
+        caption, guidance, temperature, *menu, button = self._make_controls(widgets)
         self._image_widget = widgets.Image(format="png", value=figure_png(self.figure()))
-        return widgets.VBox([widgets.HBox([caption, button]), widgets.HBox([guidance, temperature]), self._image_widget])
+        return widgets.VBox([widgets.HBox([*menu, caption, button]), widgets.HBox([guidance, temperature]), self._image_widget])

@@ -60,7 +60,7 @@ def test_a_finished_run_is_appended_once_and_skipped_when_run_again(tmp_path, mo
 def _line(design, lr, seed, val, tier2, to_target):
     test = {"tier1_all": 0.9, "held_out_all": 0.5, "tier2_all": tier2, "tier2_relation": 0.8}
     return {"id": f"{design}|{lr}|{seed}", "design": design, "lr": lr, "seed": seed, "steps": 2000, "params": 1000,
-            "s_per_step": 0.4 + 0.1 * seed, "steps_to_target": to_target, "cpu_s_to_target": None if to_target is None else to_target / 2,
+            "s_per_step": 0.4 + 0.1 * seed, "train_cpu_s": (0.4 + 0.1 * seed) * 2000, "steps_to_target": to_target, "cpu_s_to_target": None if to_target is None else to_target / 2,
             "validation": {"score": val}, "test": {"g1": test}, "test_settings": {"n": 500}}
 
 
@@ -79,7 +79,7 @@ def test_the_report_takes_the_lr_that_won_on_validation_and_gives_mean_and_sampl
     # by hand: mean (0.5 + 0.6 + 0.7) / 3 = 0.6; deviations -0.1, 0, 0.1, so sd = sqrt(0.02 / 2) = 0.1
     assert row["tier2_all"]["mean"] == pytest.approx(0.6) and row["tier2_all"]["sd"] == pytest.approx(0.1)
     assert row["tier2_all"]["n"] == 3
-    assert row["s_per_step"]["sd"] == pytest.approx(np.std([0.4, 0.5, 0.6], ddof=1))
+    assert row["cpu_s_per_step"]["sd"] == pytest.approx(np.std([0.4, 0.5, 0.6], ddof=1))
     assert row["tier1_all"]["sd"] == pytest.approx(0.0)
     assert row["steps_to_target"]["mean"] == 750 and row["steps_to_target"]["n"] == 2
     assert row["steps_to_target"]["sd"] == pytest.approx(np.std([500, 1000], ddof=1))

@@ -208,3 +208,65 @@ def test_generate_refuses_empty_requests_and_non_finite_settings():
     for name, value in (("guidance_scale", float("nan")), ("guidance_scale", float("inf")), ("temperature", float("nan"))):
         with pytest.raises(ValueError, match=f"{name} must be a finite number"):
             generate(decoder, tokenizer, CAPTIONS, **{name: value})
+
+
+ASKS_WORDS = ["cross-attention", "layerwise", "joint", "mmdit"]
+
+
+@pytest.mark.parametrize("conditioning", ["joint", "mmdit"])
+def test_the_joint_designs_return_the_words_part_of_their_one_softmax_without_changing_the_logits(conditioning):
+    decoder = design(conditioning)
+    text, mask = captions_batch(CAPTIONS)
+    tokens = image_tokens((2, 63), 2)
+    with torch.no_grad():
+        plain = decoder(tokens, text, mask)
+        weighed = decoder(tokens, text, mask, need_weights=True)
+    torch.testing.assert_close(weighed.logits, plain.logits, rtol=1e-5, atol=1e-5)
+    weights = torch.stack(weighed.cross_weights, dim=1)  # (B, layers, H, 64, L)
+    assert weights.shape == (2, SMALL["layers"], SMALL["num_heads"], 64, mask.shape[1])
+    assert (weights[~mask[:, None, None, None, :].expand_as(weights)] == 0).all()  # padded words get nothing
+    share = weights.sum(-1)  # the part of each row that went to the words: the rest went to image tokens
+    assert (share > 0).all() and (share < 1).all()  # each token also sees itself (and <start>), so never all of it
+
+
+def test_the_joint_blocks_words_weights_are_its_softmax_written_out_in_float64():
+    from crossmodal_edu.dalle.joint import joint_attention_mask
+
+    decoder = design("joint")
+    block = decoder.blocks[0]
+    text, mask = captions_batch(CAPTIONS)
+    rng = np.random.default_rng(3)
+    B, T, L, d, H = 2, 7, mask.shape[1], SMALL["d_model"], SMALL["num_heads"]
+    x = torch.from_numpy(rng.normal(size=(B, T, d)).astype(np.float32))
+    context = torch.from_numpy(rng.normal(size=(B, L, d)).astype(np.float32))
+    with torch.no_grad():
+        _, got = block(x, context, mask, need_weights=True)
+        normed = block.norm1(x).double().numpy()
+    W, b = block.qkv.weight.detach().double().numpy(), block.qkv.bias.detach().double().numpy()
+    Wt, bt = block.text_kv.weight.detach().double().numpy(), block.text_kv.bias.detach().double().numpy()
+    q_all = normed @ W.T + b  # (B, T, 3d): q, k, v side by side, heads inside each
+    q, k = q_all[..., :d], q_all[..., d:2 * d]
+    text_k = (context.double().numpy() @ Wt.T + bt)[..., :d]
+    hd = d // H
+    split = lambda a: a.reshape(a.shape[0], a.shape[1], H, hd).transpose(0, 2, 1, 3)  # (B, H, n, hd)
+    keys = np.concatenate([split(text_k), split(k)], axis=2)  # (B, H, L + T, hd)
+    scores = split(q) @ keys.transpose(0, 1, 3, 2) / np.sqrt(hd)
+    allowed = joint_attention_mask(mask, T)[:, L:].numpy()[:, None]  # (B, 1, T, L + T)
+    scores = np.where(allowed, scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got.double().numpy(), weights[..., :L], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_word_maps_come_from_every_design_whose_image_tokens_ask_the_words(conditioning):
+    from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, train_decoder
+
+    model = build_decoder(DecoderConfig(**SMALL, conditioning=conditioning))
+    tokenizer = train_decoder(None, DecoderTrainConfig(steps=1, batch_size=2, device="cpu"), model=model, progress=False).tokenizer
+    if conditioning in ASKS_WORDS:
+        made = generate(model, tokenizer, CAPTIONS, seed=0, attention_maps=True)
+        assert made.word_maps.shape == (2, 8, 8, 8) and np.isfinite(made.word_maps).all()
+    else:
+        with pytest.raises(ValueError, match="do not attend to the words"):
+            generate(model, tokenizer, CAPTIONS, seed=0, attention_maps=True)

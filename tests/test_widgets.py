@@ -211,6 +211,35 @@ def test_playground_names_unknown_words_and_lists_the_vocabulary():
     assert playground.message is None and playground.images is not None
 
 
+def test_playground_lets_the_learner_choose_the_model_that_draws():
+    import torch
+
+    from crossmodal_edu.dalle import DecoderConfig, build_decoder, load_tokenizer
+    from crossmodal_edu.widgets import PromptPlayground
+
+    small = dict(d_model=32, layers=1, text_layers=1, mlp_ratio=2)
+    torch.manual_seed(0)
+    cross = build_decoder(DecoderConfig(**small)).eval()
+    joint = build_decoder(DecoderConfig(**small, conditioning="joint")).eval()
+    playground = PromptPlayground({"cross-attention": cross, "joint attention": joint}, load_tokenizer(), num_images=2)
+    playground.widget()
+    assert playground.model == "cross-attention" and playground.decoder is cross
+    first = playground.images.copy()
+    _frontend_sets(playground.controls["model"], index=1)           # the menu sends the chosen index
+    assert playground.model == "joint attention" and playground.decoder is joint
+    assert np.array_equal(playground.images, first)                 # choosing alone does not sample
+    _frontend_clicks(playground.controls["generate"])
+    assert not np.array_equal(playground.images, first)             # same seed, another model: other tokens
+    assert "joint attention" in playground.figure()._suptitle.get_text()
+    with pytest.raises(ValueError, match=r"model must be one of \['cross-attention', 'joint attention'\], got 'mmdit'"):
+        PromptPlayground({"cross-attention": cross, "joint attention": joint}, load_tokenizer(), model="mmdit")
+    with pytest.raises(ValueError, match="empty dict"):
+        PromptPlayground({}, load_tokenizer())
+    single = _playground()
+    single.widget()
+    assert "model" not in single.controls  # one decoder: no menu
+
+
 def test_playground_draws_one_map_per_caption_word():
     playground = _playground(caption="a large red circle at the top left")
     figure = playground.figure()

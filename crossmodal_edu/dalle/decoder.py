@@ -248,7 +248,8 @@ class DecoderOutput:
     """What :meth:`ImageTokenDecoder.forward` returns."""
 
     logits: torch.Tensor  # (B, T, codebook_size): position i predicts image token i
-    cross_weights: list[torch.Tensor] | None  # per block (B, num_heads, T, L), with need_weights
+    cross_weights: list[torch.Tensor] | None  # per block (B, num_heads, T, L), with need_weights: the
+    # cross-attention weights; in the joint and MM-DiT designs, the words' part of the one softmax
 
 
 def build_decoder(config: DecoderConfig) -> nn.Module:

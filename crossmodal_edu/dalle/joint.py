@@ -85,9 +85,11 @@ class JointBlock(nn.Module):
         context_mask: torch.Tensor,
         need_weights: bool = False,
         cache: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` ``(B, T, d_model)``, ``context`` ``(B, L, d_model)``, ``context_mask`` ``(B, L)``
-        -> ``(B, T, d_model)`` and None (no separate cross-attention weights).
+        -> ``(B, T, d_model)`` and, with ``need_weights``, the words' part of the one softmax
+        ``(B, num_heads, T, L)`` (else None). Each row of it sums to the share of that image
+        token's attention that went to the caption at all; the rest went to earlier image tokens.
 
         ``cache`` (sampling): the caption's keys and values, computed on the first call, and the
         image tokens' keys and values so far; once it is filled, feed one token at a time.
@@ -113,11 +115,17 @@ class JointBlock(nn.Module):
         if cache is not None:
             cache.update(text_k=text_k, text_v=text_v, k=k, v=v)
         dropout_p = self.dropout if self.training else 0.0
-        heads = F.scaled_dot_product_attention(
-            q, torch.cat([text_k, k], dim=2), torch.cat([text_v, v], dim=2), attn_mask=allowed[:, None], dropout_p=dropout_p
-        )  # (B, H, T, head_dim)
+        keys, values = torch.cat([text_k, k], dim=2), torch.cat([text_v, v], dim=2)  # (B, H, L + t, head_dim)
+        text_weights = None
+        if need_weights:  # the same attention written out, to keep its weights
+            scores = (q @ keys.transpose(-2, -1)) / (q.shape[-1] ** 0.5)  # (B, H, T, L + t)
+            weights = torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+            text_weights = weights[..., :L]  # (B, H, T, L)
+            heads = F.dropout(weights, dropout_p) @ values  # (B, H, T, head_dim)
+        else:
+            heads = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed[:, None], dropout_p=dropout_p)
         x = x + self.out(heads.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)
-        return x + self.mlp(self.norm3(x)), None
+        return x + self.mlp(self.norm3(x)), text_weights
 
 
 class JointDecoder(ImageTokenDecoder):

@@ -75,10 +75,12 @@ class MMDiTBlock(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor,
         cache: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x`` ``(B, T, d_model)`` image stream, ``context`` ``(B, L, d_model)`` caption stream,
         ``context_mask`` ``(B, L)`` -> both streams after the block (the caption unchanged in the
-        last block).
+        last block); with ``need_weights`` (no cache), also the image rows' part of the joint
+        softmax that falls on the words, ``(B, num_heads, T, L)``.
 
         ``cache`` (sampling): on the first call (any ``T``) the block runs in full and keeps the
         caption's keys and values and the image tokens'; after that, feed one image token at a
@@ -113,7 +115,13 @@ class MMDiTBlock(nn.Module):
         if cache is not None:
             cache.update(context_k=context_k, context_v=context_v, k=k, v=v)
         keys, values = torch.cat([context_k, k], dim=2), torch.cat([context_v, v], dim=2)  # (B, H, L + T, head_dim)
-        heads = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask[:, None], dropout_p=dropout_p)
+        if need_weights:  # the same attention written out, to keep its weights
+            scores = (queries @ keys.transpose(-2, -1)) / (queries.shape[-1] ** 0.5)  # (B, H, rows, L + T)
+            weights = torch.softmax(scores.masked_fill(~mask[:, None], float("-inf")), dim=-1)
+            text_weights = weights[:, :, -T:, :L]  # image rows, word keys: (B, H, T, L)
+            heads = F.dropout(weights, dropout_p) @ values
+        else:
+            heads = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask[:, None], dropout_p=dropout_p)
         heads = heads.transpose(1, 2)  # (B, L + T or T, H, head_dim)
         image_heads = heads[:, -T:].reshape(B, T, d)  # (B, T, d_model)
         x = x + self.out(image_heads)
@@ -121,6 +129,8 @@ class MMDiTBlock(nn.Module):
         if not self.last:
             context = context + self.context_out(heads[:, :L].reshape(B, L, d))  # (B, L, d_model)
             context = context + self.context_mlp(self.context_norm2(context))
+        if need_weights:
+            return x, context, text_weights
         return x, context
 
 
@@ -142,14 +152,20 @@ class MMDiTDecoder(ImageTokenDecoder):
         self, image_tokens: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor, need_weights: bool = False
     ) -> DecoderOutput:
         """``image_tokens`` ``(B, t)`` and the encoded caption ``(B, L, d_model)`` -> logits
-        ``(B, t + 1, codebook_size)``; both streams run through every block."""
+        ``(B, t + 1, codebook_size)``; both streams run through every block. With ``need_weights``,
+        ``cross_weights`` holds each block's image-to-word part of its joint softmax."""
         B, t = image_tokens.shape
         start = torch.full((B, 1), self.config.start_id, dtype=torch.long, device=image_tokens.device)
         inputs = torch.cat([start, image_tokens.long()], dim=1)  # (B, t + 1)
         x = self._embed(inputs, torch.arange(t + 1, device=inputs.device))  # (B, t + 1, d_model)
+        text_weights = [] if need_weights else None
         for block in self.blocks:
-            x, context = block(x, context, context_mask)
-        return DecoderOutput(self.head(self.norm(x)), None)  # (B, t + 1, codebook_size)
+            if need_weights:
+                x, context, weights = block(x, context, context_mask, need_weights=True)
+                text_weights.append(weights)
+            else:
+                x, context = block(x, context, context_mask)
+        return DecoderOutput(self.head(self.norm(x)), text_weights)  # (B, t + 1, codebook_size)
 
     def decode_step(
         self,

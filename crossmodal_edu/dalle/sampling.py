@@ -94,7 +94,9 @@ def cross_attention_weights(
     decoder: ImageTokenDecoder, image_tokens: torch.Tensor, text_tokens: torch.Tensor, context_mask: torch.Tensor
 ) -> torch.Tensor:
     """The cross-attention weights with which each image token was generated:
-    ``(B, layers, num_heads, num_image_tokens, L)``.
+    ``(B, layers, num_heads, num_image_tokens, L)``. For the joint and MM-DiT designs, whose one
+    softmax covers words and earlier image tokens together, the words' part of it (each row then
+    sums to the share of the attention that went to the caption at all).
 
     Causal attention makes one teacher-forced pass over the finished tokens see, at position
     ``i``, exactly what the sampling loop saw when it chose token ``i``; so one pass gives the
@@ -103,7 +105,7 @@ def cross_attention_weights(
     device = next(decoder.parameters()).device
     output = decoder(image_tokens[:, :-1].to(device), text_tokens.to(device), context_mask.to(device), need_weights=True)
     if not output.cross_weights:
-        raise ValueError(f"this decoder has no cross-attention (conditioning={decoder.config.conditioning!r}): no maps to show")
+        raise ValueError(f"this decoder's image tokens do not attend to the words (conditioning={decoder.config.conditioning!r}): no maps to show")
     return torch.stack(output.cross_weights, dim=1).float().cpu()  # (B, layers, H, N, L)
 
 
@@ -143,7 +145,8 @@ def generate(
 
     Captions are checked against the vocabulary (an unknown word raises ``ValueError``
     listing the known ones). ``attention_maps=True`` also returns, per caption word, where
-    in the image it was read (:func:`word_attention_maps`; cross-attention designs only).
+    in the image it was read (:func:`word_attention_maps`; every design whose image tokens attend
+    to the words: cross-attention, layerwise, joint and MM-DiT).
     ``batch_size``: how many captions are sampled together (a memory limit; keep it fixed to
     reproduce images, since it sets the order of the random draws). To grade the images, see
     :func:`crossmodal_edu.world.fidelity.image_fidelity`.
