@@ -102,3 +102,30 @@ def test_the_outside_row_is_dalle_pytorch_at_the_reference_size_and_reads_token_
     image_tokens = torch.randint(0, config.codebook_size, (2, config.num_image_tokens))
     assert torch.isfinite(model.loss(image_tokens, text, text > 0))
     assert torch.equal(text, torch.tensor([[1, 2, 3, 0, 0, 0, 0, 0]] * 2))  # DALLE's in-place edits never reach the caller
+
+
+def test_the_text_table_marks_an_unfinished_lr_search_and_a_single_seed(tmp_path):
+    from crossmodal_edu.dalle.lab_results import plot_results, summarise, text_table
+
+    lines = [_line("joint", 1.5e-3, 0, 0.2, 0.10, None), _line("joint", 3e-3, 0, 0.5, 0.25, None)]  # 6e-3 not yet run
+    path = tmp_path / "partial.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = summarise(path)
+    assert [row["lr"] for row in rows] == [3e-3] and not rows[0]["lr_final"]
+    table = text_table(rows).splitlines()
+    assert table[1].split()[:3] == ["joint*", "1", "1"] and "25.0" in table[1] and "±" not in table[1]
+    assert "unfinished" in table[-1]
+    figure = plot_results(rows)
+    assert len(figure.axes[0].patches) == 4  # one design, four metrics: one bar each
+
+
+def test_the_committed_results_are_whole_runs_at_the_benchmarks_settings():
+    from crossmodal_edu.dalle.lab_results import RESULTS, read_lines, summarise
+
+    lines = read_lines(RESULTS)
+    assert lines, f"{RESULTS} is missing or empty"
+    assert len({line["id"] for line in lines}) == len(lines)  # no run twice
+    for line in lines:
+        assert line["steps"] == lab.Settings.steps and line["test_settings"]["n"] == lab.Settings.test_prompts, line["id"]
+        assert set(line["test"]) == {"g1", "g1.5"} and line["design"] in (*lab.DESIGNS, lab.FLOOR, lab.OUTSIDE_NAME)
+    assert {row["design"] for row in summarise(RESULTS)} == {line["design"] for line in lines}

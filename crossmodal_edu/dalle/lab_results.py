@@ -167,3 +167,23 @@ def plot_results(rows: list[dict[str, Any]], scales: tuple[float, ...] | None = 
     fig.suptitle("Equal parameters, steps and batches: mean ± sd over training seeds (dots: each seed)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def text_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a plain-text table for a notebook: mean ± sd over training seeds (a bare mean
+    when only one seed is in), the seeds counted, CPU seconds per training step."""
+    def cell(stat: dict[str, Any]) -> str:
+        if stat["mean"] is None:
+            return "-"
+        return f"{100 * stat['mean']:.1f}" + ("" if stat["sd"] is None else f" ± {100 * stat['sd']:.1f}")
+
+    names = [name for name, _ in COLUMNS]
+    lines = [f"{'design':17s}{'guidance':>9s}{'seeds':>6s}" + "".join(f"{name:>14s}" for name in names) + f"{'CPU s/step':>12s}"]
+    for row in rows:
+        design = row["design"] + ("" if row["lr_final"] else "*")
+        lines.append(f"{design:17s}{row['scale']:>9g}{len(row['seeds']):>6d}"
+                     + "".join(f"{cell(row[key]):>14s}" for _, key in COLUMNS)
+                     + f"{row['cpu_s_per_step']['mean']:>12.3f}")
+    if not all(row["lr_final"] for row in rows):
+        lines.append("* its learning-rate search is unfinished: the best of the rates tried so far")
+    return "\n".join(lines)
