@@ -4,8 +4,9 @@ shift of every LayerNorm (adaptive LayerNorm), the baseline the attention design
 The caption is encoded as usual, then averaged over its real words into one vector
 :math:`c` ``(B, d_model)``. Each block turns :math:`c` into six vectors and uses them to
 modulate its two sub-layers (DiT's adaLN-Zero: Peebles & Xie 2023, "Scalable Diffusion Models
-with Transformers"; SDXL feeds a pooled text embedding in the same way beside its cross-attention,
-Podell et al. 2023):
+with Transformers", where the vector is a class label's and the time step's; Stable Diffusion 3
+and FLUX feed a pooled caption vector this way beside their joint attention, while SDXL, Podell et
+al. 2023, adds its pooled caption vector to the time-step embedding beside its cross-attention):
 
 .. math::
     [\beta_1, \gamma_1, \alpha_1, \beta_2, \gamma_2, \alpha_2] &= \operatorname{SiLU}(c)\,W + b \\
