@@ -134,9 +134,10 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
         metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale)
         rows.append({"guidance": scale, **metrics})
     params = sum(p.numel() for p in result.decoder.parameters()) / 1e6
+    layers = (f"one stream of {config.layers} layers" if config.conditioning == "single-stream"
+              else f"text {config.text_layers} + decoder {config.layers} layers")
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
-            f"budget {args.minutes:g} min\n\ndecoder: {args.model}, d {config.d_model}, text {config.text_layers} + "
-            f"decoder {config.layers} layers, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
+            f"budget {args.minutes:g} min\n\ndecoder: {args.model}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
             f"oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")
