@@ -10,6 +10,7 @@ and at least 1/sqrt(3) of it (the three draws share their prompts, so they are n
 
     python benchmarks/shipped_decoders.py                      # both shipped decoders, ~10 min on 2 CPU cores
     python benchmarks/shipped_decoders.py --checkpoints decoder_joint --prompts 100 --seeds 0
+    python benchmarks/shipped_decoders.py --checkpoints runs/decoder.pt --scales 1,1.5   # your own
     python benchmarks/shipped_decoders.py --json crossmodal_edu/results/shipped_decoders_cpu.json
 """
 
@@ -31,8 +32,9 @@ ATTRIBUTES = {"tier1": ("all",), "held_out": ("all",), "tier2": ("all", "relatio
 
 
 def grade(name: str, prompts: int, seeds: tuple[int, ...], scales: tuple[float, ...]) -> dict:
-    decoder, tokenizer = load_text_to_image(pretrained_path(name))
-    result = {"checkpoint": f"{name}.pt", "conditioning": decoder.config.conditioning, "prompts": prompts,
+    path = Path(name) if name.endswith(".pt") else pretrained_path(name)  # a shipped name, or any checkpoint file
+    decoder, tokenizer = load_text_to_image(path)
+    result = {"checkpoint": path.name, "conditioning": decoder.config.conditioning, "prompts": prompts,
               "seeds": list(seeds), "params": sum(p.numel() for p in decoder.parameters()), "scores": {}}
     start = time.perf_counter()
     for scale in scales:
@@ -65,7 +67,8 @@ def table(results: list[dict], scales: tuple[float, ...]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoints", default="decoder,decoder_joint", help="names in crossmodal_edu/dalle/checkpoints/")
+    parser.add_argument("--checkpoints", default="decoder,decoder_joint",
+                        help="names in crossmodal_edu/dalle/checkpoints/, or paths of .pt files")
     parser.add_argument("--prompts", type=int, default=500, help="fresh prompts per kind")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds")
     parser.add_argument("--scales", default="1,1.5,2", help="guidance scales")
