@@ -53,6 +53,17 @@ def joint_attention_mask(context_mask: torch.Tensor, num_image_tokens: int) -> t
     return torch.cat([words, image.expand(B, L + T, T)], dim=2)  # (B, L + T, L + T)
 
 
+def attention_with_weights(
+    q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, allowed: torch.Tensor, dropout_p: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``F.scaled_dot_product_attention`` written out, to keep its weights: ``q`` ``(B, H, rows, hd)``,
+    ``keys``/``values`` ``(B, H, n, hd)``, ``allowed`` ``(B, rows, n)`` (True = may attend) ->
+    ``heads`` ``(B, H, rows, hd)`` and ``weights`` ``(B, H, rows, n)`` (before dropout)."""
+    scores = (q @ keys.transpose(-2, -1)) / (q.shape[-1] ** 0.5)  # (B, H, rows, n)
+    weights = torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+    return F.dropout(weights, dropout_p) @ values, weights
+
+
 class JointBlock(nn.Module):
     r"""Pre-norm block: one joint attention over ``[caption ; image prefix]``, then an MLP.
 
@@ -117,11 +128,9 @@ class JointBlock(nn.Module):
         dropout_p = self.dropout if self.training else 0.0
         keys, values = torch.cat([text_k, k], dim=2), torch.cat([text_v, v], dim=2)  # (B, H, L + t, head_dim)
         text_weights = None
-        if need_weights:  # the same attention written out, to keep its weights
-            scores = (q @ keys.transpose(-2, -1)) / (q.shape[-1] ** 0.5)  # (B, H, T, L + t)
-            weights = torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+        if need_weights:
+            heads, weights = attention_with_weights(q, keys, values, allowed, dropout_p)  # (B, H, T, L + t)
             text_weights = weights[..., :L]  # (B, H, T, L)
-            heads = F.dropout(weights, dropout_p) @ values  # (B, H, T, head_dim)
         else:
             heads = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed[:, None], dropout_p=dropout_p)
         x = x + self.out(heads.transpose(1, 2).reshape(B, T, d))  # (B, T, d_model)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from crossmodal_edu.dalle.config import DecoderConfig
 from crossmodal_edu.dalle.decoder import MLP, DecoderOutput, ImageTokenDecoder
-from crossmodal_edu.dalle.joint import joint_attention_mask
+from crossmodal_edu.dalle.joint import attention_with_weights, joint_attention_mask
 
 
 class MMDiTBlock(nn.Module):
@@ -115,11 +115,9 @@ class MMDiTBlock(nn.Module):
         if cache is not None:
             cache.update(context_k=context_k, context_v=context_v, k=k, v=v)
         keys, values = torch.cat([context_k, k], dim=2), torch.cat([context_v, v], dim=2)  # (B, H, L + T, head_dim)
-        if need_weights:  # the same attention written out, to keep its weights
-            scores = (queries @ keys.transpose(-2, -1)) / (queries.shape[-1] ** 0.5)  # (B, H, rows, L + T)
-            weights = torch.softmax(scores.masked_fill(~mask[:, None], float("-inf")), dim=-1)
+        if need_weights:
+            heads, weights = attention_with_weights(queries, keys, values, mask, dropout_p)  # (B, H, rows, L + T)
             text_weights = weights[:, :, -T:, :L]  # image rows, word keys: (B, H, T, L)
-            heads = F.dropout(weights, dropout_p) @ values
         else:
             heads = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask[:, None], dropout_p=dropout_p)
         heads = heads.transpose(1, 2)  # (B, L + T or T, H, head_dim)
