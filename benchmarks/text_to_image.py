@@ -112,36 +112,41 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     device = get_device(args.device)
     budget = 60 * args.minutes
     start = time.perf_counter()
+    tokenizer_config = TokenizerConfig(codebook_size=args.codebook_size or TokenizerConfig.codebook_size)
     tokenizer_train = TrainConfig(steps=4, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
-    train_tokenizer(TokenizerConfig(), tokenizer_train, progress=False)  # warm up (first calls are slow) ...
+    train_tokenizer(tokenizer_config, tokenizer_train, progress=False)  # warm up (first calls are slow) ...
     probe_start = time.perf_counter()
-    train_tokenizer(TokenizerConfig(), dataclasses.replace(tokenizer_train, steps=16), progress=False)
+    train_tokenizer(tokenizer_config, dataclasses.replace(tokenizer_train, steps=16), progress=False)
     per_step = (time.perf_counter() - probe_start) / 16  # ... then time 16 steps
     seconds = 60 * args.tokenizer_minutes - (time.perf_counter() - start)
     steps = max(50, min(args.tokenizer_steps, int(1.25 * seconds / per_step)))
     tokenizer_train = dataclasses.replace(tokenizer_train, steps=steps, warmup_steps=min(100, steps // 10), minutes=seconds / 60)
-    tokenizer_result = train_tokenizer(TokenizerConfig(), tokenizer_train, progress=True)
+    tokenizer_result = train_tokenizer(tokenizer_config, tokenizer_train, progress=True)
     tokenizer, steps = tokenizer_result.model, tokenizer_result.step
     tokenizer_seconds = time.perf_counter() - start
     tok = evaluate_tokenizer(tokenizer, 300)
     config, recipe = RECIPES[tier, args.model]
+    config = dataclasses.replace(config, codebook_size=tokenizer_config.codebook_size)
+    recipe = {**recipe, **({"batch_size": args.batch_size} if args.batch_size else {})}
     train = DecoderTrainConfig(**{"two_object_fraction": 0.0, **recipe}, device=args.device)
     result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start))
     total = time.perf_counter() - start
     kinds = ("tier1", "held_out") if tier == 1 else ("tier2", "tier1")
     rows = []
-    for scale in args.scales:
-        metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds, guidance_scale=scale)
-        rows.append({"guidance": scale, **metrics})
+    for temperature in args.temperatures:
+        for scale in args.scales:
+            metrics = evaluate_decoder(result.decoder, result.tokenizer, args.prompts, kinds=kinds,
+                                       guidance_scale=scale, temperature=temperature)
+            rows.append({"guidance": scale, "temperature": temperature, **metrics})
     params = sum(p.numel() for p in result.decoder.parameters()) / 1e6
     layers = (f"one stream of {config.layers} layers" if config.conditioning == "single-stream"
               else f"text {config.text_layers} + decoder {config.layers} layers")
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
             f"budget {args.minutes:g} min\n\ndecoder: {args.model}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
-            f"oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
+            f"{tokenizer_config.codebook_size} codes, oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")
-    columns = ["guidance"] + [f"{k}_{a}" for k in kinds for a in (("shape", "colour", "size", "position", "all") if k != "tier2" else ("shape", "colour", "relation", "all"))]
+    columns = ["guidance", "temperature"] + [f"{k}_{a}" for k in kinds for a in (("shape", "colour", "size", "position", "all") if k != "tier2" else ("shape", "colour", "relation", "all"))]
     report(head + "\n" + table(rows, columns), args.out)
 
 
@@ -189,8 +194,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="training budget (tier1: 5, tier2: 20, compare: 10 per model)")
     parser.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer's share (tier1: 1.5, tier2: 3)")
     parser.add_argument("--tokenizer-steps", type=int, default=3000)
+    parser.add_argument("--codebook-size", type=int, default=None,
+                        help="tier1/tier2: codes of the tokenizer trained from scratch (default TokenizerConfig's 256)")
+    parser.add_argument("--batch-size", type=int, default=None, help="tier1/tier2: the decoder's batch (default: RECIPES)")
     parser.add_argument("--prompts", type=int, default=500, help="fresh prompts per kind")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="guidance scales to evaluate")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                        help="sampling temperatures to evaluate (tier1/tier2; below 1 sharpens each token's distribution)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="decoder for 'guidance' (default: shipped)")
     parser.add_argument("--model", choices=["cross-attention", "joint", "single-stream"], default=None,
                         help="tier1/tier2 decoder (tier1: cross-attention, tier2: joint)")
