@@ -145,7 +145,7 @@ def plot_results(rows: list[dict[str, Any]], scales: tuple[float, ...] | None = 
     import matplotlib.pyplot as plt
 
     scales = tuple(sorted({row["scale"] for row in rows})) if scales is None else scales
-    fig, axes = plt.subplots(1, len(scales), figsize=(6.2 * len(scales), 4.0), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(scales), figsize=(6.2 * len(scales), 4.6), squeeze=False, sharey=True)
     for ax, scale in zip(axes[0], scales):
         panel = [row for row in rows if row["scale"] == scale]
         width = 0.8 / max(len(panel), 1)
@@ -163,9 +163,11 @@ def plot_results(rows: list[dict[str, Any]], scales: tuple[float, ...] | None = 
         ax.set_ylabel("test prompts right (%)")
         ax.set_title(f"guidance {scale:g}")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    rows_of_legend = -(-len(labels) // 4)  # four designs per legend row, below the panels (not over any bar)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
     fig.suptitle("Equal parameters, steps and batches: mean ± sd over training seeds (dots: each seed)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 * rows_of_legend, 1, 1))
     return fig
 
 
