@@ -4,6 +4,8 @@ Every number is a prompt-fidelity rate: generate one image per prompt, read it b
 world's oracle, and compare with what the prompt asked for (``world.caption_fidelity``).
 
     python benchmarks/text_to_image.py tier1     # tokenizer + decoder from scratch in 5 min, one-object prompts
+                                                 # (--temperatures 1 0.7, --codebook-size 128, --batch-size 16:
+                                                 # the levers of RESULTS.md's "Tier 1, session 9")
     python benchmarks/text_to_image.py tier2     # the same in 20 min, two objects and a relation
                                                  # (--model cross-attention | joint: which decoder; see RECIPES)
     python benchmarks/text_to_image.py compare   # cross-attention vs joint attention vs one stream (DALL-E 1) vs no text, equal time
