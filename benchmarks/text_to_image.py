@@ -114,7 +114,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     device = get_device(args.device)
     budget = 60 * args.minutes
     start = time.perf_counter()
-    tokenizer_config = TokenizerConfig(codebook_size=args.codebook_size or TokenizerConfig.codebook_size)
+    tokenizer_config = TokenizerConfig(codebook_size=args.codebook_size)
     tokenizer_train = TrainConfig(steps=4, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
     train_tokenizer(tokenizer_config, tokenizer_train, progress=False)  # warm up (first calls are slow) ...
     probe_start = time.perf_counter()
@@ -196,8 +196,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="training budget (tier1: 5, tier2: 20, compare: 10 per model)")
     parser.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer's share (tier1: 1.5, tier2: 3)")
     parser.add_argument("--tokenizer-steps", type=int, default=3000)
-    parser.add_argument("--codebook-size", type=int, default=None,
-                        help="tier1/tier2: codes of the tokenizer trained from scratch (default TokenizerConfig's 256)")
+    parser.add_argument("--codebook-size", type=int, default=TokenizerConfig.codebook_size,
+                        help="tier1/tier2: codes of the tokenizer trained from scratch")
     parser.add_argument("--batch-size", type=int, default=None, help="tier1/tier2: the decoder's batch (default: RECIPES)")
     parser.add_argument("--prompts", type=int, default=500, help="fresh prompts per kind")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="guidance scales to evaluate")

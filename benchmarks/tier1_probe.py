@@ -2,7 +2,7 @@
 
 ``text_to_image.py tier1`` fits its steps to a clock, so its result moves with the machine's speed.
 This script fixes the step counts instead and grades the decoder every ``--every`` steps on 300
-(``--prompts``) validation prompts (one object; seed 70_001, not the test prompts), at guidance 1 and 1.5 and
+(``--prompts``) validation prompts (one object; the lab's validation seed, not the test prompts), at guidance 1 and 1.5 and
 temperature 1 and 0.7, printing one JSON line per point. One thread, so two probes can share the
 two cores; training seconds exclude the grading.
 
@@ -18,28 +18,33 @@ read-back); without it the shipped tokenizer (3,000 steps) is used. Results: ben
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
 import torch
 
-from crossmodal_edu.dalle.config import DecoderConfig, TokenizerConfig, TrainConfig
+from conditioning_lab import VALIDATION_SEEDS  # benchmarks/ is on the path when a script here runs
+from text_to_image import RECIPES
+
+from crossmodal_edu.dalle.config import TokenizerConfig, TrainConfig
 from crossmodal_edu.dalle.decoder import build_decoder
 from crossmodal_edu.dalle.evaluate import evaluate_tokenizer, evaluation_prompts, prompt_fidelity
 from crossmodal_edu.dalle.train import load_tokenizer, seed_everything, train_tokenizer
 from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, train_decoder
 
 SETTINGS = ((1.0, 1.0), (1.5, 1.0), (1.0, 0.7), (1.5, 0.7))  # (guidance, temperature) of every grading
+CONFIG, RECIPE = RECIPES[1, "cross-attention"]  # the decoder and recipe of text_to_image.py tier1
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokenizer-steps", type=int, default=None, help="train a tokenizer from scratch for this many steps")
-    parser.add_argument("--codebook-size", type=int, default=256)
+    parser.add_argument("--codebook-size", type=int, default=TokenizerConfig.codebook_size)
     parser.add_argument("--steps", type=int, default=2800, help="decoder steps (the schedule's length)")
     parser.add_argument("--every", type=int, default=400, help="steps between gradings")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", type=int, default=300, help="validation prompts per grading")
     args = parser.parse_args()
@@ -53,8 +58,8 @@ def main() -> None:
         metrics = evaluate_tokenizer(tokenizer, args.prompts)
         print(json.dumps({"tokenizer_steps": args.tokenizer_steps, "codes": args.codebook_size, "seconds": round(time.perf_counter() - start, 1),
                           "reads_back_1": metrics["oracle_all_1"], "reads_back_2": metrics["oracle_all_2"]}), flush=True)
-    config = DecoderConfig(d_model=64, text_layers=2, layers=4, codebook_size=tokenizer.config.codebook_size)
-    captions = evaluation_prompts(args.prompts, "tier1", config.held_out_pairs, seed=70_001)
+    config = dataclasses.replace(CONFIG, codebook_size=tokenizer.config.codebook_size)
+    captions = evaluation_prompts(args.prompts, "tier1", config.held_out_pairs, seed=VALIDATION_SEEDS["tier1"])
     seed_everything(args.seed)
     decoder = build_decoder(config)
     clock = {"start": time.perf_counter(), "grading": 0.0}
