@@ -213,8 +213,9 @@ def setup_outside() -> None:
     print(f"DALLE-pytorch {OUTSIDE_VERSION} in {OUTSIDE_DIR}: imports = {outside_available()}")
 
 
-def build_outside(config):
-    """DALLE-pytorch's ``DALLE`` wrapped as a course decoder (``.config``, ``.loss``)."""
+def build_outside(config, **dalle_kwargs):
+    """DALLE-pytorch's ``DALLE`` wrapped as a course decoder (``.config``, ``.loss``);
+    ``dalle_kwargs`` override ``DALLE``'s own defaults (``benchmarks/outside_ablation.py``)."""
     import torch
 
     dalle_module = _load_dalle_module()
@@ -242,7 +243,7 @@ def build_outside(config):
             self.dalle = dalle_module.DALLE(
                 dim=config.d_model, vae=TokenIdsVAE(), num_text_tokens=config.vocab_size,
                 text_seq_len=config.max_text_len, depth=OUTSIDE_DEPTH, heads=config.num_heads,
-                dim_head=config.d_model // config.num_heads,
+                dim_head=config.d_model // config.num_heads, **dalle_kwargs,
             )
 
         def dalle_text(self, text_tokens: torch.Tensor) -> torch.Tensor:
@@ -255,26 +256,44 @@ def build_outside(config):
     return OutsideDecoder()
 
 
-def build_model(design: str):
+def build_model(design: str, **dalle_kwargs):
     from crossmodal_edu.dalle.decoder import build_decoder
 
     config = design_config(design)
-    return build_outside(config) if design == OUTSIDE_NAME else build_decoder(config)
+    if dalle_kwargs and design != OUTSIDE_NAME:
+        raise ValueError(f"DALLE options {sorted(dalle_kwargs)} given for the course design {design!r}")
+    return build_outside(config, **dalle_kwargs) if design == OUTSIDE_NAME else build_decoder(config)
 
 
 # ----------------------------------------------------------------------------- sampling and grading
 
 
-def sample_images(model, tokenizer, captions: list[str], seed: int, scale: float, batch_size: int = 250):
+SAMPLERS: tuple[str, ...] = ("own", "full", "dalle-top-k")
+"""How a test image's tokens are drawn: ``own`` is each model's default (the course: the full
+softmax; DALLE-pytorch: its top-k), ``full`` the full softmax for both, ``dalle-top-k`` DALLE's
+``top_k(thres=0.5)`` for both: the best half of its 289 logits (256 image codes + 33 text
+tokens, masked at image positions), i.e. the 144 likeliest of the 256 codes."""
+
+
+def dalle_top_k(config) -> int:
+    """How many codes DALLE-pytorch's default ``top_k(thres=0.5)`` keeps at an image position."""
+    return max(int(0.5 * (config.codebook_size + config.vocab_size + config.max_text_len)), 1)
+
+
+def sample_images(model, tokenizer, captions: list[str], seed: int, scale: float, batch_size: int = 250, sampler: str = "own"):
     """One image ``(B, 32, 32, 3)`` per caption: the course's ``generate`` (KV cache), or for the
-    outside row DALLE's own ``generate_images`` (KV cache, global RNG seeded by ``seed``)."""
+    outside row DALLE's own ``generate_images`` (KV cache, global RNG seeded by ``seed``); ``sampler``
+    is one of ``SAMPLERS``."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     import numpy as np
     import torch
 
     if not hasattr(model, "dalle"):
         from crossmodal_edu.dalle.sampling import generate
 
-        return generate(model, tokenizer, captions, guidance_scale=scale, seed=seed, batch_size=batch_size).images
+        top_k = dalle_top_k(model.config) if sampler == "dalle-top-k" else None
+        return generate(model, tokenizer, captions, guidance_scale=scale, seed=seed, batch_size=batch_size, top_k=top_k).images
     from crossmodal_edu import world
     from crossmodal_edu.dalle.tokenizer import tensor_to_images
 
@@ -285,14 +304,15 @@ def sample_images(model, tokenizer, captions: list[str], seed: int, scale: float
     torch.manual_seed(seed)
     images = []
     for start in range(0, len(captions), batch_size):
-        ids = dalle_generate(model.dalle, text_tokens[start:start + batch_size], scale)  # (b, N)
+        ids = dalle_generate(model.dalle, text_tokens[start:start + batch_size], scale, 0.0 if sampler == "full" else 0.5)  # (b, N)
         images.append(tensor_to_images(tokenizer.decode(ids.to(next(tokenizer.parameters()).device))))
     return np.concatenate(images)
 
 
-def dalle_generate(dalle, text_tokens, scale: float = 1.0):
+def dalle_generate(dalle, text_tokens, scale: float = 1.0, filter_thres: float = 0.5):
     """DALLE-pytorch's ``generate_images`` over token ids (its top-k ``filter_thres=0.5``, gumbel
     sampling, the global RNG), with one KV cache for the caption and one for the null caption.
+    ``filter_thres=0`` keeps every logit: the full softmax.
 
     Its own ``generate_images(use_cache=True)`` gives the null caption a copy of the caption's
     cache at every step (``forward_with_cond_scale``), so with ``cond_scale != 1`` the null
@@ -313,17 +333,17 @@ def dalle_generate(dalle, text_tokens, scale: float = 1.0):
             if scale != 1.0:  # null_cond_prob=1: the caption all padding, drawing from the RNG as generate_images does
                 null = dalle(text_tokens.clone(), image, null_cond_prob=1.0, cache=caches[1])[:, -1]  # (B, total_tokens)
                 logits = null + (logits - null) * scale
-            sample = dalle_module.gumbel_sample(dalle_module.top_k(logits, thres=0.5), temperature=1.0, dim=-1)  # (B,)
+            sample = dalle_module.gumbel_sample(dalle_module.top_k(logits, thres=filter_thres), temperature=1.0, dim=-1)  # (B,)
             image = torch.cat([image, (sample - dalle.num_text_tokens)[:, None]], dim=1)
     dalle.train(was_training)
     return image  # (B, N) ids of the tokenizer's codebook
 
 
-def fidelity(model, tokenizer, captions: list[str], seed: int = 0, scale: float = 1.0) -> dict[str, float]:
+def fidelity(model, tokenizer, captions: list[str], seed: int = 0, scale: float = 1.0, sampler: str = "own") -> dict[str, float]:
     """``image_fidelity`` of one image per caption: fraction right per attribute."""
     from crossmodal_edu.world.fidelity import image_fidelity
 
-    return image_fidelity(captions, sample_images(model, tokenizer, captions, seed, scale))
+    return image_fidelity(captions, sample_images(model, tokenizer, captions, seed, scale, sampler=sampler))
 
 
 def prompts(kind: str, n: int, seed: int | None, config) -> list[str]:
@@ -340,8 +360,13 @@ def validation_score(metrics: dict[str, float]) -> float:
 # ----------------------------------------------------------------------------- one run
 
 
-def train_and_grade(run: Run, settings: Settings = Settings()) -> dict[str, Any]:
-    """Train ``run`` with the benchmark's recipe, grade it (validation, curve, test), return its line."""
+def train_and_grade(run: Run, settings: Settings = Settings(), dalle_kwargs: dict[str, Any] | None = None,
+                    samplers: tuple[str, ...] = ("own",)) -> dict[str, Any]:
+    """Train ``run`` with the benchmark's recipe, grade it (validation, curve, test), return its line.
+
+    ``dalle_kwargs`` (outside row only) override DALLE's defaults; the test is graded with each of
+    ``samplers`` (``line["test"]`` with the first, ``line["test_by_sampler"]`` with every one when
+    there is more than one). The lab itself uses the defaults."""
     import torch
 
     torch.set_num_threads(1)
@@ -350,7 +375,7 @@ def train_and_grade(run: Run, settings: Settings = Settings()) -> dict[str, Any]
     from crossmodal_edu.device import get_device
 
     seed_everything(run.seed)  # the weights' initialisation, as train_decoder does before build_decoder
-    model = build_model(run.design)
+    model = build_model(run.design, **(dalle_kwargs or {}))
     config = model.config
     tokenizer = load_tokenizer()
     train = DecoderTrainConfig(
@@ -395,18 +420,25 @@ def train_and_grade(run: Run, settings: Settings = Settings()) -> dict[str, Any]
         for key, value in fidelity(model, tokenizer, prompts(kind, settings.val_prompts, VALIDATION_SEEDS[kind], config)).items():
             validation[f"{kind}_{key}"] = value
     line["validation"] = {**validation, "score": validation_score(validation), "n": settings.val_prompts}
-    line["test"] = {}
-    for scale in settings.scales:
-        per_seed: dict[str, list[float]] = {}
-        for kind in KINDS:
-            captions = prompts(kind, settings.test_prompts, None, config)
-            for seed in settings.sampling_seeds:
-                for key, value in fidelity(model, tokenizer, captions, seed, scale).items():
-                    per_seed.setdefault(f"{kind}_{key}", []).append(value)
-        line["test"][f"g{scale:g}"] = {
-            **{key: sum(values) / len(values) for key, values in per_seed.items()},
-            "per_sampling_seed": {key: values for key, values in per_seed.items() if key.endswith(("_all", "_relation"))},
-        }
+    by_sampler: dict[str, dict[str, Any]] = {}
+    for sampler in samplers:
+        by_sampler[sampler] = {}
+        for scale in settings.scales:
+            per_seed: dict[str, list[float]] = {}
+            for kind in KINDS:
+                captions = prompts(kind, settings.test_prompts, None, config)
+                for seed in settings.sampling_seeds:
+                    for key, value in fidelity(model, tokenizer, captions, seed, scale, sampler).items():
+                        per_seed.setdefault(f"{kind}_{key}", []).append(value)
+            by_sampler[sampler][f"g{scale:g}"] = {
+                **{key: sum(values) / len(values) for key, values in per_seed.items()},
+                "per_sampling_seed": {key: values for key, values in per_seed.items() if key.endswith(("_all", "_relation"))},
+            }
+    line["test"] = by_sampler[samplers[0]]
+    if len(samplers) > 1:
+        line["test_by_sampler"] = by_sampler
+    if dalle_kwargs:
+        line["dalle_kwargs"] = dict(dalle_kwargs)
     line["test_settings"] = {"n": settings.test_prompts, "sampling_seeds": list(settings.sampling_seeds), "scales": list(settings.scales)}
     line["eval_s"] = round(time.perf_counter() - start, 1)
     line["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -129,3 +129,56 @@ def test_the_committed_results_are_whole_runs_at_the_benchmarks_settings():
         assert line["steps"] == lab.Settings.steps and line["test_settings"]["n"] == lab.Settings.test_prompts, line["id"]
         assert set(line["test"]) == {"g1", "g1.5"} and line["design"] in (*lab.DESIGNS, lab.FLOOR, lab.OUTSIDE_NAME)
     assert {row["design"] for row in summarise(RESULTS)} == {line["design"] for line in lines}
+
+
+def test_dalle_top_k_keeps_the_best_half_of_dalles_289_logits():
+    config = lab.design_config("cross-attention")
+    # DALLE-pytorch's top_k(thres=0.5) keeps int(0.5 * n) of n logits: n = 256 codes + 25 words + 8 position pads
+    assert (config.codebook_size, config.vocab_size, config.max_text_len) == (256, 25, 8)
+    assert lab.dalle_top_k(config) == 144
+
+
+def test_a_run_can_be_graded_with_every_sampler_and_the_first_is_its_test(tmp_path):
+    line = lab.train_and_grade(lab.Run("cross-attention", 3e-3, 0, TINY.steps), TINY, samplers=lab.SAMPLERS)
+    assert set(line["test_by_sampler"]) == set(lab.SAMPLERS)
+    assert line["test"] == line["test_by_sampler"]["own"]
+    for by_scale in line["test_by_sampler"].values():
+        assert set(by_scale["g1"]) >= {"tier1_all", "held_out_all", "tier2_all", "tier2_relation"}
+    plain = lab.train_and_grade(lab.Run("cross-attention", 3e-3, 0, TINY.steps), TINY)
+    assert "test_by_sampler" not in plain and plain["test"] == line["test"]  # the lab's own lines are unchanged
+
+
+def test_the_sampler_and_dalle_options_are_checked():
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        lab.sample_images(None, None, ["a red circle"], 0, 1.0, sampler="top-p")
+    with pytest.raises(ValueError, match="DALLE options"):
+        lab.build_model("joint", rotary_emb=False)
+
+
+@pytest.mark.skipif(not lab.outside_available(), reason="DALLE-pytorch not set up (benchmarks/conditioning_lab.py --setup-outside)")
+def test_dalles_sampler_keeps_dalle_top_k_codes_and_the_full_softmax_keeps_all():
+    import random
+
+    model = lab.build_model(lab.OUTSIDE_NAME)
+    dalle = model.dalle
+    config = model.config
+    torch.manual_seed(random.randrange(2**31))
+    text = torch.randint(1, config.vocab_size, (3, config.max_text_len))
+    logits = dalle(text.clone(), torch.randint(0, config.codebook_size, (3, 5)))[:, -1]  # (3, 289), text part masked
+    module = sys.modules["dalle_pytorch.dalle_pytorch"]
+    kept = torch.isfinite(module.top_k(logits, thres=0.5))
+    assert kept.shape[-1] == 289 and (kept.sum(-1) == lab.dalle_top_k(config)).all()
+    assert not kept[:, : dalle.num_text_tokens].any()  # every kept logit is an image code
+    assert torch.isfinite(module.top_k(logits, thres=0.0)).all()
+
+
+@pytest.mark.skipif(not lab.outside_available(), reason="DALLE-pytorch not set up (benchmarks/conditioning_lab.py --setup-outside)")
+def test_dalle_options_reach_dalle():
+    def shifts(model):
+        return sum(type(m).__name__ == "PreShiftToken" for m in model.modules())
+
+    assert shifts(lab.build_model(lab.OUTSIDE_NAME)) == 2 * lab.OUTSIDE_DEPTH  # attention and MLP of every block
+    assert shifts(lab.build_model(lab.OUTSIDE_NAME, shift_tokens=False)) == 0
+    with_positions = lab.build_model(lab.OUTSIDE_NAME, rotary_emb=False)
+    assert isinstance(with_positions.dalle.text_pos_emb, torch.nn.Embedding)  # learned positions replace rotary ones
+    assert not isinstance(lab.build_model(lab.OUTSIDE_NAME).dalle.text_pos_emb, torch.nn.Embedding)
