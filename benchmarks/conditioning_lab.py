@@ -46,9 +46,9 @@ over training seeds, with n) and draws ``benchmarks/results/conditioning_lab_cpu
 
 Cost on the 2-core development VM, one thread per run (the first run of the background job,
 cross-attention at lr 1.5e-3, 2026-12-01): 633 s of training (0.317 s/step) and 71 s of test
-sampling (9,000 images), ~12 minutes in all; single-stream is ~1.3x slower per step, DALLE-pytorch
-~2.7x (0.96 CPU s/step in a 30-step timing), so ~36 minutes per outside run. The 26 course runs and
-the 5 outside runs take ~8.5 hours on one core; ``--phase all --workers 1`` goes design by design
+sampling (9,000 images), ~12 minutes in all. DALLE-pytorch took 0.47 CPU s/step (1.4x; two runs on
+the two cores, 2026-12-02), ~17 minutes a run; the single stream 0.7-0.9 (measured while three runs
+shared the cores). The 26 course runs and the 5 outside runs took ~9 CPU hours; ``--phase all --workers 1`` goes design by design
 (``ORDER``: each design's lr phase, then its seeds), so an interrupted job leaves whole designs.
 On a GPU (the device is CUDA whenever one is present, with bf16 autocast), phase by phase:
 

@@ -42,9 +42,9 @@ LAB = ROOT / "crossmodal_edu" / "results" / "conditioning_lab_cpu.jsonl"
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "dalle-pytorch": (OUTSIDE_NAME, {}),
     "single-stream": ("single-stream", {}),
-    "dalle-pytorch, no rotary": (OUTSIDE_NAME, {"rotary_emb": False}),  # learned text + axial image positions
-    "dalle-pytorch, no token shift": (OUTSIDE_NAME, {"shift_tokens": False}),
-    "dalle-pytorch, image loss only": (OUTSIDE_NAME, {"loss_img_weight": 1e6}),  # the caption's share 1e-6
+    "dalle-pytorch no-rotary": (OUTSIDE_NAME, {"rotary_emb": False}),  # learned text + axial image positions
+    "dalle-pytorch no-token-shift": (OUTSIDE_NAME, {"shift_tokens": False}),
+    "dalle-pytorch image-loss-only": (OUTSIDE_NAME, {"loss_img_weight": 1e6}),  # the caption's share 1e-6
 }
 """Variant name: (the lab's design, DALLE options that differ from its defaults)."""
 

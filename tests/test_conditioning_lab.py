@@ -59,7 +59,8 @@ def test_a_finished_run_is_appended_once_and_skipped_when_run_again(tmp_path, mo
 
 def _line(design, lr, seed, val, tier2, to_target):
     test = {"tier1_all": 0.9, "held_out_all": 0.5, "tier2_all": tier2, "tier2_relation": 0.8}
-    return {"id": f"{design}|{lr}|{seed}", "design": design, "lr": lr, "seed": seed, "steps": 2000, "params": 1000,
+    curve = [{"step": 1000, "train_s": 9.0, "cpu_s": 400.0 + seed, "tier2_all": tier2 / 2}]
+    return {"id": f"{design}|{lr}|{seed}", "design": design, "lr": lr, "seed": seed, "steps": 2000, "params": 1000, "curve": curve,
             "s_per_step": 0.4 + 0.1 * seed, "train_cpu_s": (0.4 + 0.1 * seed) * 2000, "steps_to_target": to_target, "cpu_s_to_target": None if to_target is None else to_target / 2,
             "validation": {"score": val}, "test": {"g1": test}, "test_settings": {"n": 500}}
 
@@ -85,6 +86,7 @@ def test_the_report_takes_the_lr_that_won_on_validation_and_gives_mean_and_sampl
     assert row["steps_to_target"]["sd"] == pytest.approx(np.std([500, 1000], ddof=1))
     assert row["tier2_all"]["se"] == pytest.approx(0.1 / np.sqrt(3))
     assert row["reached"] == "2/3"
+    assert row["curves"] == [[{"step": 1000, "cpu_s": 400.0 + seed, "tier2_all": tier2 / 2}] for seed, tier2 in ((0, 0.5), (1, 0.6), (2, 0.7))]
     table = lab.report_table([row])
     assert "60.0 ± 10.0 (n=3, se 5.8)" in table
 

@@ -78,7 +78,8 @@ def summarise(path: str | Path = RESULTS) -> list[dict[str, Any]]:
     ``cpu_s_per_step``, ``tier1_all``, ``held_out_all``, ``tier2_all``, ``tier2_relation``,
     ``per_seed`` (each metric's values, in seed order), ``steps_to_target`` and
     ``cpu_s_to_target`` (over the seeds that reached it; ``reached`` says how many did),
-    ``test_prompts`` (per kind).
+    ``test_prompts`` (per kind), ``curves`` (per seed, in seed order, the two-object curve on the
+    validation prompts: ``{"step", "cpu_s", "tier2_all"}`` every few hundred steps).
     """
     lines = read_lines(path)
     rows = []
@@ -108,6 +109,8 @@ def summarise(path: str | Path = RESULTS) -> list[dict[str, Any]]:
                 "cpu_s_to_target": mean_sd([line["cpu_s_to_target"] for line in reached]),
                 "reached": f"{len(reached)}/{len(scored)}",
                 "test_prompts": scored[0]["test_settings"]["n"],
+                "curves": [[{key: point[key] for key in ("step", "cpu_s", "tier2_all")} for point in line.get("curve", [])]
+                           for line in scored],
             })
     return rows
 
