@@ -8,7 +8,8 @@ and grades it exactly as the lab does (500 test prompts per kind, sampling seeds
 
     python benchmarks/conditioning_lab.py --setup-outside && python benchmarks/outside_long.py
 
-The line goes to ``benchmarks/results/outside_8000_cpu.jsonl`` (skipped if already there).
+The line goes to ``benchmarks/results/outside_8000_cpu.jsonl`` (skipped if already there). Not run to the end yet:
+the first attempt (2026-12-02) was stopped after about 40 CPU minutes for want of session time.
 """
 
 from __future__ import annotations
