@@ -3,9 +3,9 @@
 Every number is a prompt-fidelity rate: generate one image per prompt, read it back with the
 world's oracle, and compare with what the prompt asked for (``world.caption_fidelity``).
 
-    python benchmarks/text_to_image.py tier1     # tokenizer + decoder from scratch in 5 min, one-object prompts
-                                                 # (--temperatures 1 0.7, --codebook-size 128, --batch-size 16:
-                                                 # the levers of RESULTS.md's "Tier 1, session 9")
+    python benchmarks/text_to_image.py tier1     # tokenizer + decoder from scratch in 5 min, one-object prompts,
+                                                 # graded at guidance 1 and 1.5, temperature 1 and 0.7 (--seed:
+                                                 # the training seed; RESULTS.md "Tier 1, session 11")
     python benchmarks/text_to_image.py tier2     # the same in 20 min, two objects and a relation
                                                  # (--model cross-attention | joint: which decoder; see RECIPES)
     python benchmarks/text_to_image.py compare   # cross-attention vs joint attention vs one stream (DALL-E 1) vs no text, equal time
@@ -115,7 +115,8 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     budget = 60 * args.minutes
     start = time.perf_counter()
     tokenizer_config = TokenizerConfig(codebook_size=args.codebook_size)
-    tokenizer_train = TrainConfig(steps=4, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5, device=args.device)
+    tokenizer_train = TrainConfig(steps=4, warmup_steps=1, two_object_fraction=0.0 if tier == 1 else 0.5,
+                                  seed=args.seed, device=args.device)
     train_tokenizer(tokenizer_config, tokenizer_train, progress=False)  # warm up (first calls are slow) ...
     probe_start = time.perf_counter()
     train_tokenizer(tokenizer_config, dataclasses.replace(tokenizer_train, steps=16), progress=False)
@@ -130,7 +131,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     config, recipe = RECIPES[tier, args.model]
     config = dataclasses.replace(config, codebook_size=tokenizer_config.codebook_size)
     recipe = {**recipe, **({"batch_size": args.batch_size} if args.batch_size else {})}
-    train = DecoderTrainConfig(**{"two_object_fraction": 0.0, **recipe}, device=args.device)
+    train = DecoderTrainConfig(**{"two_object_fraction": 0.0, **recipe}, seed=args.seed, device=args.device)
     result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start))
     total = time.perf_counter() - start
     kinds = ("tier1", "held_out") if tier == 1 else ("tier2", "tier1")
@@ -144,7 +145,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     layers = (f"one stream of {config.layers} layers" if config.conditioning == "single-stream"
               else f"text {config.text_layers} + decoder {config.layers} layers")
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
-            f"budget {args.minutes:g} min\n\ndecoder: {args.model}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
+            f"budget {args.minutes:g} min, training seed {args.seed}\n\ndecoder: {args.model}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
             f"{tokenizer_config.codebook_size} codes, oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")
@@ -194,26 +195,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["tier1", "tier2", "compare", "guidance"])
     parser.add_argument("--minutes", type=float, default=None, help="training budget (tier1: 5, tier2: 20, compare: 10 per model)")
-    parser.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer's share (tier1: 1.5, tier2: 3)")
+    parser.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer's share (tier1: 1.75, tier2: 3)")
     parser.add_argument("--tokenizer-steps", type=int, default=3000)
     parser.add_argument("--codebook-size", type=int, default=TokenizerConfig.codebook_size,
                         help="tier1/tier2: codes of the tokenizer trained from scratch")
     parser.add_argument("--batch-size", type=int, default=None, help="tier1/tier2: the decoder's batch (default: RECIPES)")
     parser.add_argument("--prompts", type=int, default=500, help="fresh prompts per kind")
     parser.add_argument("--scales", type=float, nargs="+", default=None, help="guidance scales to evaluate")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+    parser.add_argument("--temperatures", type=float, nargs="+", default=None,
                         help="sampling temperatures to evaluate (tier1/tier2; below 1 sharpens each token's distribution)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="decoder for 'guidance' (default: shipped)")
     parser.add_argument("--model", choices=["cross-attention", "joint", "single-stream"], default=None,
                         help="tier1/tier2 decoder (tier1: cross-attention, tier2: joint)")
+    parser.add_argument("--seed", type=int, default=0, help="tier1/tier2: training seed of tokenizer and decoder (weights and batches)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the table to this Markdown file")
     args = parser.parse_args()
-    defaults = {"tier1": (5, 1.5, [1.0]), "tier2": (20, 3, [1.0, 1.5]), "compare": (10, None, [1.0]),
-                "guidance": (None, None, [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0])}[args.command]
+    defaults = {"tier1": (5, 1.75, [1.0, 1.5], [1.0, 0.7]), "tier2": (20, 3, [1.0, 1.5], [1.0]),
+                "compare": (10, None, [1.0], [1.0]), "guidance": (None, None, [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0], [1.0])}[args.command]
     args.minutes = args.minutes if args.minutes is not None else defaults[0]
     args.tokenizer_minutes = args.tokenizer_minutes if args.tokenizer_minutes is not None else defaults[1]
     args.scales = args.scales or defaults[2]
+    args.temperatures = args.temperatures or defaults[3]
     args.model = args.model or ("joint" if args.command == "tier2" else "cross-attention")
     if args.command in ("tier1", "tier2"):
         tier = int(args.command[-1])
