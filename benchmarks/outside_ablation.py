@@ -13,11 +13,15 @@ design it shares: caption and image in one causal sequence) in four ways at once
 - a loss that also predicts the caption (weight 1 against 7 for the image).
 
 Each variant below is one training run at the lab's settings (width 64, 2,000 steps of batch 64,
-identical batches, training seed 0, the lr the lab's search chose for its design), graded on the lab's
+identical batches, training seed 0 unless named, the lr the lab's search chose for its design), graded on the lab's
 500 test prompts per kind, sampling seeds 0-2, guidance 1 and 1.5, with each of the samplers in
 ``conditioning_lab.SAMPLERS``: its own, the full softmax, and DALLE's top-k for both. One seed per
 variant: these are leads for the lab, not results; the lab's seed spread (its JSONL) says how far one
 run may be off.
+
+Two more variants are the single stream's lab seeds 1 and 2 again: the lab's course designs ran on
+another processor than its outside row, and a rerun of the single stream's seed 0 there drew another
+score (RESULTS.md), so these put three seeds of the best course design on the outside row's machine.
 
     python benchmarks/conditioning_lab.py --setup-outside
     python benchmarks/outside_ablation.py --variants dalle-pytorch,single-stream     # one process each
@@ -39,23 +43,26 @@ from conditioning_lab import (KINDS, OUTSIDE_NAME, ROOT, SAMPLERS, Run, Settings
 
 OUT = ROOT / "benchmarks" / "results" / "outside_ablation_cpu.jsonl"
 LAB = ROOT / "crossmodal_edu" / "results" / "conditioning_lab_cpu.jsonl"
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "dalle-pytorch": (OUTSIDE_NAME, {}),
-    "single-stream": ("single-stream", {}),
-    "dalle-pytorch no-rotary": (OUTSIDE_NAME, {"rotary_emb": False}),  # learned text + axial image positions
-    "dalle-pytorch no-token-shift": (OUTSIDE_NAME, {"shift_tokens": False}),
-    "dalle-pytorch image-loss-only": (OUTSIDE_NAME, {"loss_img_weight": 1e6}),  # the caption's share 1e-6
+VARIANTS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "dalle-pytorch": (OUTSIDE_NAME, {}, 0),
+    "single-stream": ("single-stream", {}, 0),
+    "dalle-pytorch no-rotary": (OUTSIDE_NAME, {"rotary_emb": False}, 0),  # learned text + axial image positions
+    "dalle-pytorch no-token-shift": (OUTSIDE_NAME, {"shift_tokens": False}, 0),
+    "dalle-pytorch image-loss-only": (OUTSIDE_NAME, {"loss_img_weight": 1e6}, 0),  # the caption's share 1e-6
+    # the single stream's other lab seeds, on the machine of the outside row's three seeds
+    "single-stream seed 1": ("single-stream", {}, 1),
+    "single-stream seed 2": ("single-stream", {}, 2),
 }
-"""Variant name: (the lab's design, DALLE options that differ from its defaults)."""
+"""Variant name: (the lab's design, DALLE options that differ from its defaults, training seed)."""
 
 
 def run_variant(name: str, steps: int = Settings.steps) -> dict[str, Any]:
-    """Train and grade one variant at its design's lab-chosen lr, seed 0."""
-    design, dalle_kwargs = VARIANTS[name]
+    """Train and grade one variant at its design's lab-chosen lr and its training seed."""
+    design, dalle_kwargs, seed = VARIANTS[name]
     lr = chosen_lr(read_lines(LAB), design, steps)
     if lr is None:
         raise RuntimeError(f"the lab has not chosen an lr for {design} at {steps} steps: run its lr phase first")
-    line = train_and_grade(Run(design, lr, 0, steps), dalle_kwargs=dalle_kwargs, samplers=SAMPLERS)
+    line = train_and_grade(Run(design, lr, seed, steps), dalle_kwargs=dalle_kwargs, samplers=SAMPLERS)
     return {**line, "id": f"{name}|{line['id']}", "variant": name}
 
 
