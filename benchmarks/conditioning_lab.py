@@ -79,6 +79,7 @@ from typing import Any
 from crossmodal_edu.dalle.lab_results import (FLOOR, FLOOR_LR, LRS, RESULTS, chosen_lr, read_lines,  # noqa: F401 (re-exported)
                                               mean_sd, plot_results, report_table, summarise)
 from crossmodal_edu.dalle.lab_results import OUTSIDE as OUTSIDE_NAME
+from crossmodal_edu.dalle.lab_results import SHIFTED, TOKEN_SHIFT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = RESULTS  # crossmodal_edu/results/conditioning_lab_cpu.jsonl: it ships with the package, lesson 06 draws it
@@ -86,13 +87,13 @@ OUTSIDE_DIR = ROOT / "build" / "outside"
 OUTSIDE_VERSION = "1.6.6"
 OUTSIDE_DEPS = ("einops", "axial-positional-embedding", "rotary-embedding-torch")
 
-DESIGNS: tuple[str, ...] = ("cross-attention", "joint", "mmdit", "adaln", "single-stream")
+DESIGNS: tuple[str, ...] = ("cross-attention", "joint", "mmdit", "adaln", "single-stream", SHIFTED)
 SEEDS: tuple[int, ...] = (0, 1, 2)
 KINDS: tuple[str, ...] = ("tier1", "held_out", "tier2")
 VALIDATION_SEEDS: dict[str, int] = {"tier1": 70_001, "tier2": 70_002, "held_out": 70_003}
 """Seeds of the validation prompts (the lr choice and the 80% curve); the test prompts of
 ``evaluation_prompts`` use 60_001-60_003 and training scenes hash ``(seed, step)``."""
-ORDER: tuple[str, ...] = ("cross-attention", "joint", OUTSIDE_NAME, "mmdit", "single-stream", "adaln")
+ORDER: tuple[str, ...] = ("cross-attention", "joint", OUTSIDE_NAME, "mmdit", "single-stream", "adaln", SHIFTED)
 """Run order of ``--phase all`` (the floor ``none`` last): the course's decoder, the issue's rival, the outside row."""
 OUTSIDE_DEPTH = 7  # DALLE-pytorch blocks at dim 64 and 4 x 16 heads: 503,329 weights (reference 506,560)
 
@@ -137,10 +138,13 @@ def reference_config():
 
 
 def design_config(design: str):
-    """The config of ``design`` at the reference's parameter count (the outside row: the reference)."""
+    """The config of ``design`` at the reference's parameter count (the outside row: the reference).
+    A name ending in ``TOKEN_SHIFT`` is its design with ``token_shift=True`` (no extra weights)."""
     from crossmodal_edu.dalle.designs import matched_config
 
-    return reference_config() if design == OUTSIDE_NAME else matched_config(design, reference_config())
+    base = design.removesuffix(TOKEN_SHIFT)
+    config = reference_config() if base == OUTSIDE_NAME else matched_config(base, reference_config())
+    return replace(config, token_shift=True) if design.endswith(TOKEN_SHIFT) else config
 
 
 def parameter_counts(designs: tuple[str, ...] = (*DESIGNS, FLOOR)) -> dict[str, int]:

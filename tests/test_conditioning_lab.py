@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,11 @@ def count_weights(config: DecoderConfig) -> int:
 def test_every_design_is_within_ten_percent_of_the_width_64_reference():
     reference = count_weights(DecoderConfig(d_model=64))
     for design in (*lab.DESIGNS, lab.FLOOR):
-        config = matched_config(design, DecoderConfig(d_model=64))
-        assert config.d_model == 64 and config.conditioning == design
+        config = lab.design_config(design)
+        conditioning = design.removesuffix(lab.TOKEN_SHIFT)
+        assert config.d_model == 64 and config.conditioning == conditioning
+        assert config.token_shift == design.endswith(lab.TOKEN_SHIFT)
+        assert config == replace(matched_config(conditioning, DecoderConfig(d_model=64)), token_shift=config.token_shift)
         assert abs(count_weights(config) - reference) <= 0.10 * reference, design
 
 

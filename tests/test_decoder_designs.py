@@ -1,7 +1,9 @@
 """Every way text can enter the miniature DALL-E (``DecoderConfig.conditioning``), held to the
 same specification: causal over image tokens, reading the caption (or provably not, for the
 ablation), blind to padding, the same logits with and without the KV cache, about equal
-parameters at equal width, and trainable and sampleable through the package's one loop."""
+parameters at equal width, and trainable and sampleable through the package's one loop. The
+designs that take token shift are held to the same specification with it on
+(``"cross-attention+token-shift"`` and so on)."""
 
 from __future__ import annotations
 
@@ -10,19 +12,26 @@ import pytest
 import torch
 
 from crossmodal_edu import world
-from crossmodal_edu.dalle.config import CONDITIONINGS, DecoderConfig
+from crossmodal_edu.dalle.config import CONDITIONINGS, TOKEN_SHIFT_CONDITIONINGS, DecoderConfig
 from crossmodal_edu.dalle.decoder import ImageTokenDecoder, build_decoder
 from crossmodal_edu.dalle.designs import matched_config, parameter_count
 from crossmodal_edu.dalle.sampling import generate, generate_tokens
 
 SMALL = dict(d_model=32, num_heads=4, layers=2, text_layers=2, mlp_ratio=2)
 CAPTIONS = ["a small red circle at the top left", "a blue square left of a green triangle"]
-READS_TEXT = [c for c in CONDITIONINGS if c != "none"]
+VARIANTS = [*CONDITIONINGS, *(f"{c}+token-shift" for c in TOKEN_SHIFT_CONDITIONINGS)]
+READS_TEXT = [v for v in VARIANTS if not v.startswith("none")]
 
 
-def design(conditioning: str, seed: int = 0, **overrides) -> torch.nn.Module:
+def config_of(variant: str, **overrides) -> DecoderConfig:
+    """``"joint"`` -> that design; ``"cross-attention+token-shift"`` -> that design with token shift."""
+    conditioning, _, shift = variant.partition("+")
+    return DecoderConfig(**{**SMALL, **overrides}, conditioning=conditioning, token_shift=shift == "token-shift")
+
+
+def design(variant: str, seed: int = 0, **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    decoder = build_decoder(DecoderConfig(**{**SMALL, **overrides}, conditioning=conditioning)).eval()
+    decoder = build_decoder(config_of(variant, **overrides)).eval()
     with torch.no_grad():  # random weights of a useful size (adaLN starts at zero), so every input matters
         for p in decoder.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -44,7 +53,7 @@ def test_build_decoder_builds_the_named_design(conditioning):
     assert decoder.config.conditioning == conditioning and decoder.supports_kv_cache
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+@pytest.mark.parametrize("conditioning", VARIANTS)
 def test_a_change_to_image_token_t_changes_no_logit_before_t_plus_1(conditioning):
     decoder = design(conditioning)
     text, mask = captions_batch(CAPTIONS)
@@ -78,9 +87,9 @@ def test_without_conditioning_the_logits_cannot_depend_on_the_caption():
         assert torch.equal(decoder(tokens, text_a, mask_a).logits, decoder(tokens, text_b, mask_b).logits)
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+@pytest.mark.parametrize("conditioning", VARIANTS)
 def test_padded_word_ids_change_nothing(conditioning):
-    if conditioning == "single-stream":
+    if conditioning.startswith("single-stream"):
         pytest.skip("the single stream keeps padding words in its sequence, as DALL-E 1 did (see single_stream.py)")
     decoder = design(conditioning)
     text, mask = captions_batch(["a red circle above a blue square", "a small red circle at the top left"])
@@ -92,7 +101,7 @@ def test_padded_word_ids_change_nothing(conditioning):
         torch.testing.assert_close(decoder(tokens, padded, mask).logits, decoder(tokens, text, mask).logits, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+@pytest.mark.parametrize("conditioning", VARIANTS)
 def test_the_kv_cache_gives_the_logits_of_a_full_pass(conditioning):
     decoder = design(conditioning)
     text, mask = captions_batch(CAPTIONS)
@@ -106,7 +115,7 @@ def test_the_kv_cache_gives_the_logits_of_a_full_pass(conditioning):
             torch.testing.assert_close(step, full[:, t], rtol=0, atol=1e-5, msg=f"position {t}")
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+@pytest.mark.parametrize("conditioning", VARIANTS)
 def test_sampling_with_and_without_the_cache_draws_the_same_tokens(conditioning):
     decoder = design(conditioning)
     text, mask = captions_batch(CAPTIONS)
@@ -171,12 +180,12 @@ def test_matched_configs_have_parameters_within_ten_percent_at_the_default_width
     assert counted == parameter_count(config)
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+@pytest.mark.parametrize("conditioning", VARIANTS)
 def test_every_design_trains_through_train_decoder_and_samples_through_generate(conditioning):
     from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, train_decoder
 
     torch.manual_seed(0)
-    model = build_decoder(DecoderConfig(**SMALL, conditioning=conditioning))
+    model = build_decoder(config_of(conditioning))
     before = [p.detach().clone() for p in model.parameters()]
     train = DecoderTrainConfig(steps=3, batch_size=4, warmup_steps=1, device="cpu")
     result = train_decoder(None, train, model=model, progress=False)

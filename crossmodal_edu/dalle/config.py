@@ -67,6 +67,8 @@ CONDITIONINGS: tuple[str, ...] = ("cross-attention", "single-stream", "joint", "
 - ``"layerwise"``: cross-attention whose block ``l`` reads text-encoder layer ``l`` (``layerwise.py``);
 - ``"none"``: the ablation, the caption never reaches the image tokens.
 """
+TOKEN_SHIFT_CONDITIONINGS: tuple[str, ...] = ("cross-attention", "single-stream", "layerwise", "none")
+"""The designs that take ``DecoderConfig(token_shift=True)``: those built from ``decoder.DecoderBlock``."""
 
 
 @dataclass
@@ -86,6 +88,7 @@ class DecoderConfig:
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * d_model
     dropout: float = 0.0  # dropout on attention weights and MLP outputs
     conditioning: str = "cross-attention"  # how text reaches the image: one of CONDITIONINGS (above)
+    token_shift: bool = False  # image tokens borrow channels from the tokens above and left (token_shift.py)
     caption_dropout: float = 0.1  # share of training captions replaced by the null caption (for guidance)
     held_out: str = "green triangle,blue circle,magenta square"  # colour-shape pairs never trained on
 
@@ -94,6 +97,17 @@ class DecoderConfig:
             raise ValueError(f"d_model {self.d_model} must be divisible by num_heads {self.num_heads}")
         if self.conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
+        if self.token_shift:
+            if self.conditioning not in TOKEN_SHIFT_CONDITIONINGS:
+                raise ValueError(
+                    f"token_shift is built for conditioning {TOKEN_SHIFT_CONDITIONINGS} (the designs whose blocks are "
+                    f"decoder.DecoderBlock), got {self.conditioning!r}"
+                )
+            if self.d_model % 4:
+                raise ValueError(f"token_shift splits the channels in quarters: d_model must be divisible by 4, got {self.d_model}")
+            from crossmodal_edu.dalle.token_shift import grid_width
+
+            grid_width(self.num_image_tokens)  # raises unless the image tokens form a square grid
         if not 0.0 <= self.caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         self.held_out_pairs  # noqa: B018 -- validates the string

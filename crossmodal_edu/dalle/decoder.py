@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from crossmodal_edu._checks import describe
 from crossmodal_edu.dalle.config import DecoderConfig
+from crossmodal_edu.dalle.token_shift import grid_width, shift_with_cache
 from crossmodal_edu.torch_attention import MultiHeadCrossAttention
 
 
@@ -195,7 +196,10 @@ class DecoderBlock(nn.Module):
         x &\leftarrow x + \operatorname{MLP}(\operatorname{LN}_3(x))
 
     With ``conditioning="none"`` (the ablation) the middle line is gone and the block cannot
-    see the caption at all.
+    see the caption at all. With ``token_shift`` the inputs of the self-attention and the MLP,
+    :math:`\operatorname{LN}_1(x)` and :math:`\operatorname{LN}_3(x)`, are first shifted
+    (:func:`~crossmodal_edu.dalle.token_shift.shift_tokens`): a quarter of each image token's
+    channels from the token above it, a quarter from the token to its left.
 
     Every block of the package's decoders has this ``forward(x, context, context_mask,
     need_weights, cache) -> (x, weights)`` and says ``supports_kv_cache = True`` when its
@@ -216,6 +220,12 @@ class DecoderBlock(nn.Module):
             self.cross_attention = MultiHeadCrossAttention(d, d, config.num_heads, dropout=config.dropout)
         self.norm3 = nn.LayerNorm(d)
         self.mlp = MLP(d, config.mlp_ratio, config.dropout)
+        self.shift_width = grid_width(config.num_image_tokens) if config.token_shift else None
+
+    def _shift(self, h: torch.Tensor, cache: dict[str, torch.Tensor] | None, key: str, text_len: int) -> torch.Tensor:
+        if self.shift_width is None:
+            return h
+        return shift_with_cache(h, self.shift_width, text_len, cache, key)
 
     def forward(
         self,
@@ -224,13 +234,17 @@ class DecoderBlock(nn.Module):
         context_mask: torch.Tensor,
         need_weights: bool = False,
         cache: dict[str, torch.Tensor] | None = None,
+        text_len: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` ``(B, T, d_model)`` image tokens, ``context`` ``(B, L, d_model)`` the encoded
         caption -> ``(B, T, d_model)``, and the cross-attention ``weights`` ``(B, num_heads, T, L)``
         when ``need_weights`` (else None). ``cache`` (sampling): the self-attention's keys and
-        values of earlier tokens (see :class:`CausalSelfAttention`) and the caption's keys and
-        values, computed once (:func:`cached_cross_attention`)."""
-        x = x + self.self_attention(self.norm1(x), cache)
+        values of earlier tokens (see :class:`CausalSelfAttention`), the caption's keys and
+        values, computed once (:func:`cached_cross_attention`), and with token shift the earlier
+        sub-layer inputs. ``text_len``: caption tokens at the front of ``x``'s sequence (the single
+        stream's; 0 here, where position 0 is ``<start>``): token shift needs to know where the
+        image grid begins."""
+        x = x + self.self_attention(self._shift(self.norm1(x), cache, "shift_attention", text_len), cache)
         weights = None
         if self.cross_attention is not None:
             if need_weights:
@@ -240,7 +254,7 @@ class DecoderBlock(nn.Module):
             else:
                 update = self.cross_attention(self.norm2(x), context, context_mask)
             x = x + update  # (B, T, d_model): what the caption adds to each image token
-        return x + self.mlp(self.norm3(x)), weights
+        return x + self.mlp(self._shift(self.norm3(x), cache, "shift_mlp", text_len)), weights
 
 
 @dataclass

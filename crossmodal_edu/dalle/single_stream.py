@@ -73,7 +73,7 @@ class SingleStreamDecoder(nn.Module):
         image = self.token_embedding(inputs) + self.position_embedding(positions)  # (B, t + 1, d_model)
         x = torch.cat([context, image], dim=1)  # (B, L + t + 1, d_model): one stream
         for block in self.blocks:
-            x, _ = block(x, None, None)
+            x, _ = block(x, None, None, text_len=L)
         return DecoderOutput(self.head(self.norm(x[:, L:])), None)  # (B, t + 1, codebook_size)
 
     def decode_step(
@@ -94,7 +94,7 @@ class SingleStreamDecoder(nn.Module):
         else:
             x = self.token_embedding(previous[:, None]) + self.position_embedding.weight[L + position]  # (B, 1, d)
         for block, cache in zip(self.blocks, caches):
-            x, _ = block(x, None, None, cache=cache)
+            x, _ = block(x, None, None, cache=cache, text_len=L)
         return self.head(self.norm(x[:, -1]))  # (B, codebook_size)
 
     def forward(
