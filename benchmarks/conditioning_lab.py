@@ -79,7 +79,7 @@ from typing import Any
 from crossmodal_edu.dalle.lab_results import (FLOOR, FLOOR_LR, LRS, RESULTS, chosen_lr, read_lines,  # noqa: F401 (re-exported)
                                               mean_sd, plot_results, report_table, summarise)
 from crossmodal_edu.dalle.lab_results import OUTSIDE as OUTSIDE_NAME
-from crossmodal_edu.dalle.lab_results import SHIFTED, TOKEN_SHIFT
+from crossmodal_edu.dalle.lab_results import TOKEN_SHIFT
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = RESULTS  # crossmodal_edu/results/conditioning_lab_cpu.jsonl: it ships with the package, lesson 06 draws it
@@ -87,13 +87,16 @@ OUTSIDE_DIR = ROOT / "build" / "outside"
 OUTSIDE_VERSION = "1.6.6"
 OUTSIDE_DEPS = ("einops", "axial-positional-embedding", "rotary-embedding-torch")
 
-DESIGNS: tuple[str, ...] = ("cross-attention", "joint", "mmdit", "adaln", "single-stream", SHIFTED)
+DESIGNS: tuple[str, ...] = ("cross-attention", "joint", "mmdit", "adaln", "single-stream",
+                            "cross-attention" + TOKEN_SHIFT, "single-stream" + TOKEN_SHIFT)
+"""The course's designs; a name ending in ``TOKEN_SHIFT`` is its design with token shift."""
 SEEDS: tuple[int, ...] = (0, 1, 2)
 KINDS: tuple[str, ...] = ("tier1", "held_out", "tier2")
 VALIDATION_SEEDS: dict[str, int] = {"tier1": 70_001, "tier2": 70_002, "held_out": 70_003}
 """Seeds of the validation prompts (the lr choice and the 80% curve); the test prompts of
 ``evaluation_prompts`` use 60_001-60_003 and training scenes hash ``(seed, step)``."""
-ORDER: tuple[str, ...] = ("cross-attention", "joint", OUTSIDE_NAME, "mmdit", "single-stream", "adaln", SHIFTED)
+ORDER: tuple[str, ...] = ("cross-attention", "joint", OUTSIDE_NAME, "mmdit", "single-stream", "adaln",
+                          "cross-attention" + TOKEN_SHIFT, "single-stream" + TOKEN_SHIFT)
 """Run order of ``--phase all`` (the floor ``none`` last): the course's decoder, the issue's rival, the outside row."""
 OUTSIDE_DEPTH = 7  # DALLE-pytorch blocks at dim 64 and 4 x 16 heads: 503,329 weights (reference 506,560)
 

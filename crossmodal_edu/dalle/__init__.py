@@ -16,7 +16,9 @@
   (``SingleStreamDecoder``, DALL-E 1), ``joint`` (``JointDecoder``, one softmax over caption and
   image prefix), ``mmdit`` (``MMDiTDecoder``, SD3's two-stream block), ``adaln``
   (``AdaLNDecoder``, pooled caption through adaptive LayerNorm), ``layerwise``
-  (``LayerwiseDecoder``); ``designs``: ``parameter_count``, ``matched_config`` (equal sizes)
+  (``LayerwiseDecoder``); ``designs``: ``parameter_count``, ``matched_config`` (equal sizes);
+  ``token_shift``: ``shift_tokens`` (``DecoderConfig(token_shift=True)``: image tokens borrow
+  channels from their upper and left neighbours, DALLE-pytorch's ``shift_tokens``)
 - ``guidance``: ``top_k_filter``, ``classifier_free_guidance``, ``sample_from_logits``
 - ``sampling``: ``generate_tokens`` (the loop), ``generate`` (captions -> images + attention maps)
 - ``train_decoder``: ``train_decoder``, ``load_text_to_image``
@@ -36,6 +38,7 @@ from crossmodal_edu.dalle.layerwise import LayerwiseDecoder
 from crossmodal_edu.dalle.mmdit import MMDiTDecoder
 from crossmodal_edu.dalle.sampling import Generation, generate, generate_tokens
 from crossmodal_edu.dalle.single_stream import SingleStreamDecoder
+from crossmodal_edu.dalle.token_shift import shift_tokens
 from crossmodal_edu.dalle.tokenizer import (
     ImageTokenizer,
     codebook_usage,
@@ -85,6 +88,7 @@ __all__ = [
     "perplexity",
     "pretrained_path",
     "save_checkpoint",
+    "shift_tokens",
     "straight_through",
     "tensor_to_images",
     "train_loop",

@@ -24,10 +24,9 @@ FLOOR_LR = 3e-3
 """The no-text floor is trained once, at this rate, without a search."""
 OUTSIDE = "dalle-pytorch"
 TOKEN_SHIFT = "+token-shift"
-"""Suffix of a design run with ``DecoderConfig(token_shift=True)``."""
-SHIFTED = "cross-attention" + TOKEN_SHIFT
-"""The course's decoder with token shift (session 12: the outside row's lead was mostly its token shift)."""
-ORDER: tuple[str, ...] = ("cross-attention", SHIFTED, "joint", "mmdit", "adaln", "single-stream", FLOOR, OUTSIDE)
+"""Suffix of a design run with ``DecoderConfig(token_shift=True)`` (the outside row's lead was mostly its token shift)."""
+ORDER: tuple[str, ...] = ("cross-attention", "cross-attention" + TOKEN_SHIFT, "joint", "mmdit", "adaln", "single-stream",
+                          "single-stream" + TOKEN_SHIFT, FLOOR, OUTSIDE)
 """The order of the rows (the course's designs, the floor, then the outside row)."""
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("one object", "tier1_all"), ("held-out", "held_out_all"), ("two objects", "tier2_all"), ("relation", "tier2_relation"))
