@@ -125,6 +125,20 @@ def test_the_text_table_marks_an_unfinished_lr_search_and_a_single_seed(tmp_path
     assert len(figure.axes[0].patches) == 4  # one design, four metrics: one bar each
 
 
+def test_the_text_table_keeps_its_columns_under_a_long_design_name_and_hatches_token_shift(tmp_path):
+    from crossmodal_edu.dalle.lab_results import plot_results, summarise, text_table
+
+    lines = [_line(design, lr, 0, 0.5, 0.25, None) for design in ("joint", "cross-attention+token-shift") for lr in (1.5e-3, 3e-3, 6e-3)]
+    path = tmp_path / "two.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows = summarise(path)
+    table = text_table(rows).splitlines()
+    assert len({len(line) for line in table}) == 1, table  # header and rows the same width: the columns line up
+    assert table[0].index("guidance") > len("cross-attention+token-shift")
+    bars = plot_results(rows).axes[0].patches
+    assert len(bars) == 8 and sum(bool(bar.get_hatch()) for bar in bars) == 4  # the token-shift design's four bars
+
+
 def test_the_committed_results_are_whole_runs_at_the_benchmarks_settings():
     from crossmodal_edu.dalle.lab_results import RESULTS, read_lines, summarise
 

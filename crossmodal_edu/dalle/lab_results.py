@@ -160,7 +160,9 @@ def plot_results(rows: list[dict[str, Any]], scales: tuple[float, ...] | None = 
             means = [100 * row[key]["mean"] for _, key in COLUMNS]
             sds = [100 * (row[key]["sd"] or 0) for _, key in COLUMNS]
             n = row[COLUMNS[0][1]]["n"]
-            ax.bar(xs, means, width, yerr=sds, capsize=2, edgecolor="white", label=f"{row['design']} ({n} seed{'s' * (n != 1)})")
+            shifted = row["design"].endswith(TOKEN_SHIFT)  # hatched: the same design with token shift on
+            ax.bar(xs, means, width, yerr=sds, capsize=2, edgecolor="white", hatch="///" if shifted else None,
+                   label=f"{row['design']} ({n} seed{'s' * (n != 1)})")
             for x, (_, key) in zip(xs, COLUMNS):
                 values = [100 * v for v in row["per_seed"][key]]
                 ax.plot([x] * len(values), values, "o", ms=2.5, color="black", alpha=0.6)
@@ -186,10 +188,11 @@ def text_table(rows: list[dict[str, Any]]) -> str:
         return f"{100 * stat['mean']:.1f}" + ("" if stat["sd"] is None else f" ± {100 * stat['sd']:.1f}")
 
     names = [name for name, _ in COLUMNS]
-    lines = [f"{'design':17s}{'guidance':>9s}{'seeds':>6s}" + "".join(f"{name:>14s}" for name in names) + f"{'CPU s/step':>12s}"]
+    width = max([len("design")] + [len(row["design"]) + 1 for row in rows]) + 1
+    lines = [f"{'design':{width}s}{'guidance':>9s}{'seeds':>6s}" + "".join(f"{name:>14s}" for name in names) + f"{'CPU s/step':>12s}"]
     for row in rows:
         design = row["design"] + ("" if row["lr_final"] else "*")
-        lines.append(f"{design:17s}{row['scale']:>9g}{len(row['seeds']):>6d}"
+        lines.append(f"{design:{width}s}{row['scale']:>9g}{len(row['seeds']):>6d}"
                      + "".join(f"{cell(row[key]):>14s}" for _, key in COLUMNS)
                      + f"{row['cpu_s_per_step']['mean']:>12.3f}")
     if not all(row["lr_final"] for row in rows):
