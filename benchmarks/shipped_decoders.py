@@ -8,7 +8,7 @@ three seeds (how much one sampling seed alone moves a number). The standard erro
 one of a single seed's prompts, sqrt(p (1 - p) / 500): the mean over seeds has at most that much,
 and at least 1/sqrt(3) of it (the three draws share their prompts, so they are not independent).
 
-    python benchmarks/shipped_decoders.py                      # both shipped decoders, ~10 min on 2 CPU cores
+    python benchmarks/shipped_decoders.py                      # the three shipped decoders, ~20 min on 2 CPU cores
     python benchmarks/shipped_decoders.py --checkpoints decoder_joint --prompts 100 --seeds 0
     python benchmarks/shipped_decoders.py --checkpoints runs/decoder.pt --scales 1,1.5   # your own
     python benchmarks/shipped_decoders.py --json crossmodal_edu/results/shipped_decoders_cpu.json
@@ -34,7 +34,8 @@ ATTRIBUTES = {"tier1": ("all",), "held_out": ("all",), "tier2": ("all", "relatio
 def grade(name: str, prompts: int, seeds: tuple[int, ...], scales: tuple[float, ...]) -> dict:
     path = Path(name) if name.endswith(".pt") else pretrained_path(name)  # a shipped name, or any checkpoint file
     decoder, tokenizer = load_text_to_image(path)
-    result = {"checkpoint": path.name, "conditioning": decoder.config.conditioning, "prompts": prompts,
+    design = decoder.config.conditioning + ("+token-shift" if decoder.config.token_shift else "")
+    result = {"checkpoint": path.name, "conditioning": design, "prompts": prompts,
               "seeds": list(seeds), "params": sum(p.numel() for p in decoder.parameters()), "scores": {}}
     start = time.perf_counter()
     for scale in scales:
@@ -67,7 +68,7 @@ def table(results: list[dict], scales: tuple[float, ...]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoints", default="decoder,decoder_joint",
+    parser.add_argument("--checkpoints", default="decoder,decoder_joint,decoder_single_stream",
                         help="names in crossmodal_edu/dalle/checkpoints/, or paths of .pt files")
     parser.add_argument("--prompts", type=int, default=500, help="fresh prompts per kind")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds")

@@ -202,3 +202,29 @@ def test_dalle_options_reach_dalle():
     with_positions = lab.build_model(lab.OUTSIDE_NAME, rotary_emb=False)
     assert isinstance(with_positions.dalle.text_pos_emb, torch.nn.Embedding)  # learned positions replace rotary ones
     assert not isinstance(lab.build_model(lab.OUTSIDE_NAME).dalle.text_pos_emb, torch.nn.Embedding)
+
+
+def test_a_shipped_checkpoint_is_graded_on_the_labs_own_test_prompts_and_sampling_draws(tmp_path):
+    # outside_long.py --grade: a checkpoint beside the outside row, on the very prompts and draws of its test.
+    from crossmodal_edu.dalle.__main__ import main
+    from crossmodal_edu.dalle.evaluate import PROMPT_SEEDS, evaluation_prompts
+    from crossmodal_edu.dalle.sampling import generate
+    from crossmodal_edu.world.fidelity import image_fidelity
+
+    spec = importlib.util.spec_from_file_location("outside_long", SOURCE.with_name("outside_long.py"))
+    outside_long = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(outside_long)
+    out = tmp_path / "tiny.pt"
+    assert main(["train-decoder", "--out", str(out), "--d-model", "32", "--layers", "1", "--text-layers", "1",
+                 "--conditioning", "single-stream", "--token-shift", "true", "--batch-size", "4", "--steps", "2",
+                 "--warmup-steps", "1", "--eval-prompts", "0", "--device", "cpu"]) == 0
+    settings = replace(TINY, sampling_seeds=(0, 1))
+    line = outside_long.grade_checkpoint(str(out), settings)
+    assert line["design"] == "single-stream+token-shift" and line["steps"] == 2 and set(line["test"]) == {"g1"}
+    from crossmodal_edu.dalle import load_text_to_image
+
+    decoder, tokenizer = load_text_to_image(out)
+    captions = evaluation_prompts(4, "tier2", decoder.config.held_out_pairs, seed=PROMPT_SEEDS["tier2"])
+    by_seed = [image_fidelity(captions, generate(decoder, tokenizer, captions, seed=s, batch_size=250).images)["all"] for s in (0, 1)]
+    assert line["test"]["g1"]["per_sampling_seed"]["tier2_all"] == by_seed
+    assert line["test"]["g1"]["tier2_all"] == pytest.approx(sum(by_seed) / 2)

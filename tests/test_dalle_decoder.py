@@ -240,6 +240,23 @@ def test_command_line_trains_evaluates_samples_and_releases_a_decoder(tmp_path, 
         main(["sample", "a small purple circle at the top", "--checkpoint", str(out)])
 
 
+def test_command_line_eval_prompts_zero_skips_evaluation_and_a_negative_count_is_refused(tmp_path, capsys):
+    from crossmodal_edu.dalle.__main__ import main
+
+    out = tmp_path / "decoder.pt"
+    options = ["--out", str(out), "--d-model", "32", "--layers", "1", "--text-layers", "1", "--batch-size", "4",
+               "--warmup-steps", "1", "--steps", "2", "--device", "cpu"]
+    assert main(["train-decoder", *options, "--eval-prompts", "0"]) == 0
+    assert not load_checkpoint(out).get("metrics")  # trained and saved, nothing graded
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train-decoder", *options, "--eval-prompts", "-1"])
+    assert "at least 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval-decoder", "--checkpoint", str(out), "--eval-prompts", "0"])
+    assert "at least 1, got 0" in capsys.readouterr().err
+
+
 def test_command_line_trains_tokenizer_then_decoder_from_scratch(tmp_path):
     from crossmodal_edu.dalle.__main__ import main
 

@@ -219,10 +219,10 @@ def test_generate_refuses_empty_requests_and_non_finite_settings():
             generate(decoder, tokenizer, CAPTIONS, **{name: value})
 
 
-ASKS_WORDS = ["cross-attention", "layerwise", "joint", "mmdit"]
+ASKS_WORDS = ["cross-attention", "layerwise", "joint", "mmdit", "single-stream"]
 
 
-@pytest.mark.parametrize("conditioning", ["joint", "mmdit"])
+@pytest.mark.parametrize("conditioning", ["joint", "mmdit", "single-stream", "single-stream+token-shift"])
 def test_the_joint_designs_return_the_words_part_of_their_one_softmax_without_changing_the_logits(conditioning):
     decoder = design(conditioning)
     text, mask = captions_batch(CAPTIONS)
@@ -233,7 +233,8 @@ def test_the_joint_designs_return_the_words_part_of_their_one_softmax_without_ch
     torch.testing.assert_close(weighed.logits, plain.logits, rtol=1e-5, atol=1e-5)
     weights = torch.stack(weighed.cross_weights, dim=1)  # (B, layers, H, 64, L)
     assert weights.shape == (2, SMALL["layers"], SMALL["num_heads"], 64, mask.shape[1])
-    assert (weights[~mask[:, None, None, None, :].expand_as(weights)] == 0).all()  # padded words get nothing
+    if not conditioning.startswith("single-stream"):  # in one stream, padding words are ordinary tokens
+        assert (weights[~mask[:, None, None, None, :].expand_as(weights)] == 0).all()  # padded words get nothing
     share = weights.sum(-1)  # the part of each row that went to the words: the rest went to image tokens
     assert (share > 0).all() and (share < 1).all()  # each token also sees itself (and <start>), so never all of it
 
@@ -265,6 +266,36 @@ def test_the_joint_blocks_words_weights_are_its_softmax_written_out_in_float64()
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     np.testing.assert_allclose(got.double().numpy(), weights[..., :L], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("conditioning", ["single-stream", "single-stream+token-shift"])
+def test_the_single_streams_words_weights_are_its_causal_softmax_written_out_in_float64(conditioning):
+    from crossmodal_edu.dalle.single_stream import words_part_of_attention
+    from crossmodal_edu.dalle.token_shift import grid_width, shift_tokens
+
+    decoder = design(conditioning)
+    rng = np.random.default_rng(4)
+    B, L, T, d, H = 2, 5, 9, SMALL["d_model"], SMALL["num_heads"]  # T: <start> and 8 image tokens
+    x = torch.from_numpy(rng.normal(size=(B, L + T, d)).astype(np.float32))
+    for block in decoder.blocks:
+        with torch.no_grad():
+            got = words_part_of_attention(block, x, L)
+            normed = block.norm1(x)
+            if decoder.config.token_shift:  # the attention reads the shifted stream (tested in test_token_shift.py)
+                normed = shift_tokens(normed, grid_width(decoder.config.num_image_tokens), text_len=L)
+        h = normed.double().numpy()
+        W, b = block.self_attention.qkv.weight.detach().double().numpy(), block.self_attention.qkv.bias.detach().double().numpy()
+        qkv = h @ W.T + b  # (B, L + T, 3d)
+        hd = d // H
+        split = lambda a: a.reshape(B, L + T, H, hd).transpose(0, 2, 1, 3)  # (B, H, S, hd)
+        q, k = split(qkv[..., :d]), split(qkv[..., d:2 * d])
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)  # (B, H, S, S)
+        later = np.arange(L + T)[None, :] > np.arange(L + T)[:, None]
+        scores = np.where(later, -np.inf, scores)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        assert got.shape == (B, H, T, L)
+        np.testing.assert_allclose(got.double().numpy(), weights[:, :, L:, :L], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)

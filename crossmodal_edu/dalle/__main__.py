@@ -45,6 +45,19 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least``, or a message saying what came."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a number of at least {least}, got {value}")
+        return value
+    return parse
+
+
 def _add_config_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
     """One ``--{prefix}field-name`` option per dataclass field, typed by its annotation."""
     hints = typing.get_type_hints(cls)
@@ -135,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     decoder_train.add_argument("--tokenizer", type=Path, default=pretrained_path("tokenizer"), help="tokenizer checkpoint to build on")
     decoder_train.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     decoder_train.add_argument("--release", action="store_true", help="at the end, drop the optimiser state, float16 weights")
-    decoder_train.add_argument("--eval-prompts", type=int, default=500, help="fresh prompts per kind to evaluate on at the end")
+    decoder_train.add_argument("--eval-prompts", type=_count(0), default=500,
+                               help="fresh prompts per kind to evaluate on at the end (0: no evaluation)")
     _sampling_options(decoder_train)
     _add_config_options(decoder_train, DecoderConfig)
     _add_config_options(decoder_train, DecoderTrainConfig)
@@ -145,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     both.add_argument("--tokenizer-steps", type=int, default=TrainConfig.steps, help="tokenizer training steps")
     both.add_argument("--tokenizer-minutes", type=float, default=None, help="tokenizer training time budget")
     both.add_argument("--release", action="store_true", help="at the end, drop the optimiser states, float16 weights")
-    both.add_argument("--eval-prompts", type=int, default=500)
+    both.add_argument("--eval-prompts", type=_count(0), default=500, help="fresh scenes and prompts to evaluate on (0: none)")
     _sampling_options(both)
     _add_config_options(both, TokenizerConfig, prefix="tokenizer-")
     _add_config_options(both, DecoderConfig)
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     decoder_eval = commands.add_parser("eval-decoder", help="prompt fidelity of a decoder, read back by the oracle")
     decoder_eval.add_argument("--checkpoint", type=Path, default=pretrained_path("decoder"))
-    decoder_eval.add_argument("--eval-prompts", type=int, default=500)
+    decoder_eval.add_argument("--eval-prompts", type=_count(1), default=500)
     decoder_eval.add_argument("--seed", type=int, default=0)
     _sampling_options(decoder_eval)
 
@@ -176,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
                                              "checkpoint_every": TrainConfig.checkpoint_every})
             tokenizer_result = train_tokenizer(
                 _pick(TokenizerConfig, args, prefix="tokenizer-"), tokenizer_train, out=args.out_dir / "tokenizer.pt",
-                evaluate=lambda model: evaluate_tokenizer(model, args.eval_prompts),
+                evaluate=(lambda model: evaluate_tokenizer(model, args.eval_prompts)) if args.eval_prompts else None,
             )
             if tokenizer_result.interrupted:
                 return 130
-            print(json.dumps(load_checkpoint(args.out_dir / "tokenizer.pt")["metrics"], indent=2))
+            print(json.dumps(load_checkpoint(args.out_dir / "tokenizer.pt").get("metrics", {}), indent=2))
             tokenizer = tokenizer_result.model
         else:
             tokenizer = None if args.resume and out.is_file() else tokenizer_from_checkpoint(load_checkpoint(args.tokenizer))
@@ -190,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         result = train_decoder(
             config, train, tokenizer, out=out, resume=getattr(args, "resume", False),
-            evaluate=lambda decoder, tok: evaluate_decoder(decoder, tok, args.eval_prompts, **_sampling(args)),
+            evaluate=(lambda decoder, tok: evaluate_decoder(decoder, tok, args.eval_prompts, **_sampling(args)))
+            if args.eval_prompts else None,  # --eval-prompts 0: no evaluation
         )
         if result.interrupted:
             return 130
@@ -199,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             _release(out)
             if args.command == "train":
                 _release(args.out_dir / "tokenizer.pt")
-        print(json.dumps(load_checkpoint(out)["metrics"], indent=2))
+        print(json.dumps(load_checkpoint(out).get("metrics", {}), indent=2))
         print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     elif args.command == "eval-decoder":
         decoder, tokenizer = decoder_from_checkpoint(load_checkpoint(args.checkpoint))

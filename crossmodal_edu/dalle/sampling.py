@@ -96,7 +96,8 @@ def cross_attention_weights(
     """The cross-attention weights with which each image token was generated:
     ``(B, layers, num_heads, num_image_tokens, L)``. For the joint and MM-DiT designs, whose one
     softmax covers words and earlier image tokens together, the words' part of it (each row then
-    sums to the share of the attention that went to the caption at all).
+    sums to the share of the attention that went to the caption at all); for the single stream, the
+    caption positions' part of its self-attention, read the same way.
 
     Causal attention makes one teacher-forced pass over the finished tokens see, at position
     ``i``, exactly what the sampling loop saw when it chose token ``i``; so one pass gives the
@@ -146,7 +147,7 @@ def generate(
     Captions are checked against the vocabulary (an unknown word raises ``ValueError``
     listing the known ones). ``attention_maps=True`` also returns, per caption word, where
     in the image it was read (:func:`word_attention_maps`; every design whose image tokens attend
-    to the words: cross-attention, layerwise, joint and MM-DiT).
+    to the words: cross-attention, layerwise, joint, MM-DiT and the single stream).
     ``batch_size``: how many captions are sampled together (a memory limit; keep it fixed to
     reproduce images, since it sets the order of the random draws). To grade the images, see
     :func:`crossmodal_edu.world.fidelity.image_fidelity`.

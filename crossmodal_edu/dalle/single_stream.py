@@ -24,6 +24,27 @@ from crossmodal_edu.dalle.config import DecoderConfig
 from crossmodal_edu.dalle.decoder import DecoderBlock, DecoderOutput, ImageTokenDecoder
 
 
+def words_part_of_attention(block: DecoderBlock, x: torch.Tensor, text_len: int) -> torch.Tensor:
+    """How much each position after the caption (``<start>`` and the image tokens) attends to each
+    caption position in ``block``'s causal self-attention: ``x`` ``(B, L + T, d_model)``, the stream
+    entering the block, ``text_len`` ``L`` -> ``(B, num_heads, T, L)``.
+
+    In one stream the caption is not a separate input but the first ``L`` keys of the same softmax,
+    so this is the words' part of it, as for the joint designs: each row sums to the share of that
+    position's attention that went to the caption at all, the rest to earlier image positions.
+    Padding words are ordinary tokens of the stream here, so they may get weight too. The block's
+    own computation, written out (with token shift, on the shifted input the attention reads)."""
+    L = text_len
+    h = block._shift(block.norm1(x), None, "shift_attention", L)  # (B, L + T, d): what the attention reads
+    B, S, d = h.shape
+    H = block.self_attention.num_heads
+    q, k, _ = block.self_attention.qkv(h).view(B, S, 3, H, d // H).permute(2, 0, 3, 1, 4)  # each (B, H, S, hd)
+    scores = (q[:, :, L:] @ k.transpose(-2, -1)) / (d // H) ** 0.5  # (B, H, T, S): the rows after the caption
+    causal = torch.ones(S, S, dtype=torch.bool, device=x.device).tril()[L:]  # (T, S): row L + i sees 0..L + i
+    weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+    return weights[..., :L]  # (B, H, T, L)
+
+
 class SingleStreamDecoder(nn.Module):
     """Decoder-only transformer over ``[caption, <start>, image tokens]``.
 
@@ -72,9 +93,13 @@ class SingleStreamDecoder(nn.Module):
         positions = torch.arange(L, L + t + 1, device=image_tokens.device)  # (t + 1,)
         image = self.token_embedding(inputs) + self.position_embedding(positions)  # (B, t + 1, d_model)
         x = torch.cat([context, image], dim=1)  # (B, L + t + 1, d_model): one stream
+        weights = []
         for block in self.blocks:
+            if need_weights:
+                weights.append(words_part_of_attention(block, x, L))
             x, _ = block(x, None, None, text_len=L)
-        return DecoderOutput(self.head(self.norm(x[:, L:])), None)  # (B, t + 1, codebook_size)
+        logits = self.head(self.norm(x[:, L:]))  # (B, t + 1, codebook_size)
+        return DecoderOutput(logits, weights if need_weights else None)
 
     def decode_step(
         self,
@@ -100,8 +125,10 @@ class SingleStreamDecoder(nn.Module):
     def forward(
         self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, context_mask: torch.Tensor, need_weights: bool = False
     ) -> DecoderOutput:
+        """Logits ``(B, t + 1, codebook_size)``; with ``need_weights``, per block the words' part of
+        the image positions' self-attention (:func:`words_part_of_attention`)."""
         self._check(image_tokens, text_tokens, context_mask)
-        return self.decode(image_tokens, self.encode_text(text_tokens, context_mask), context_mask)
+        return self.decode(image_tokens, self.encode_text(text_tokens, context_mask), context_mask, need_weights)
 
     def loss(self, image_tokens: torch.Tensor, text_tokens: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of every image token given the caption and the tokens before it."""
