@@ -103,14 +103,15 @@ def test_a_file_without_a_checksum_still_loads(tmp_path):
     assert torch.equal(load_checkpoint(path)["model"]["weight"], example()["model"]["weight"])
 
 
-@pytest.mark.parametrize("name", ["tokenizer", "decoder", "decoder_joint"])
+@pytest.mark.parametrize("name", ["tokenizer", "decoder", "decoder_joint", "decoder_single_stream"])
 def test_the_shipped_checkpoints_load_and_stay_small(name):
     checkpoint = load_checkpoint(pretrained_path(name))
     assert checkpoint["kind"] in ("image_tokenizer", "image_token_decoder")
     assert pretrained_path(name).stat().st_size < 5_000_000  # issue 13: each shipped checkpoint under 5 MB
 
 
-@pytest.mark.parametrize("name, conditioning", [("decoder", "cross-attention"), ("decoder_joint", "joint")])
+@pytest.mark.parametrize("name, conditioning", [("decoder", "cross-attention"), ("decoder_joint", "joint"),
+                                                ("decoder_single_stream", "single-stream+token-shift")])
 def test_each_shipped_decoder_draws_most_two_object_prompts_right(name, conditioning):
     # Why they ship (checkpoints/README.md, issue 13): at least 80% of two-object prompts and 95% of
     # one-object prompts fully right. Checked here on 100 prompts of each kind that the README's
@@ -121,7 +122,7 @@ def test_each_shipped_decoder_draws_most_two_object_prompts_right(name, conditio
     from crossmodal_edu.dalle.evaluate import evaluation_prompts, prompt_fidelity
 
     decoder, tokenizer = load_text_to_image(pretrained_path(name))
-    assert decoder.config.conditioning == conditioning
+    assert decoder.config.conditioning + ("+token-shift" if decoder.config.token_shift else "") == conditioning
     two = evaluation_prompts(100, "tier2", decoder.config.held_out_pairs, seed=2026)
     one = evaluation_prompts(100, "tier1", decoder.config.held_out_pairs, seed=2027)
     two_all = prompt_fidelity(decoder, tokenizer, two, seed=5, guidance_scale=1.5)["all"]
