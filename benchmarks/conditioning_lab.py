@@ -359,6 +359,25 @@ def prompts(kind: str, n: int, seed: int | None, config) -> list[str]:
     return evaluation_prompts(n, kind, config.held_out_pairs, seed=seed)
 
 
+def grade_test(model, tokenizer, settings: Settings = Settings(), sampler: str = "own") -> dict[str, Any]:
+    """The lab's test of a trained model: per guidance scale ``"g1"``, ``"g1.5"``, each attribute's
+    fidelity on ``settings.test_prompts`` test prompts per kind, averaged over the sampling seeds, and
+    ``"per_sampling_seed"`` (the ``_all`` and ``_relation`` values of each seed)."""
+    grades: dict[str, Any] = {}
+    for scale in settings.scales:
+        per_seed: dict[str, list[float]] = {}
+        for kind in KINDS:
+            captions = prompts(kind, settings.test_prompts, None, model.config)
+            for seed in settings.sampling_seeds:
+                for key, value in fidelity(model, tokenizer, captions, seed, scale, sampler).items():
+                    per_seed.setdefault(f"{kind}_{key}", []).append(value)
+        grades[f"g{scale:g}"] = {
+            **{key: sum(values) / len(values) for key, values in per_seed.items()},
+            "per_sampling_seed": {key: values for key, values in per_seed.items() if key.endswith(("_all", "_relation"))},
+        }
+    return grades
+
+
 def validation_score(metrics: dict[str, float]) -> float:
     """The lr choice's criterion: mean all-attribute fidelity over the kinds."""
     return sum(metrics[f"{kind}_all"] for kind in KINDS) / len(KINDS)
@@ -427,20 +446,7 @@ def train_and_grade(run: Run, settings: Settings = Settings(), dalle_kwargs: dic
         for key, value in fidelity(model, tokenizer, prompts(kind, settings.val_prompts, VALIDATION_SEEDS[kind], config)).items():
             validation[f"{kind}_{key}"] = value
     line["validation"] = {**validation, "score": validation_score(validation), "n": settings.val_prompts}
-    by_sampler: dict[str, dict[str, Any]] = {}
-    for sampler in samplers:
-        by_sampler[sampler] = {}
-        for scale in settings.scales:
-            per_seed: dict[str, list[float]] = {}
-            for kind in KINDS:
-                captions = prompts(kind, settings.test_prompts, None, config)
-                for seed in settings.sampling_seeds:
-                    for key, value in fidelity(model, tokenizer, captions, seed, scale, sampler).items():
-                        per_seed.setdefault(f"{kind}_{key}", []).append(value)
-            by_sampler[sampler][f"g{scale:g}"] = {
-                **{key: sum(values) / len(values) for key, values in per_seed.items()},
-                "per_sampling_seed": {key: values for key, values in per_seed.items() if key.endswith(("_all", "_relation"))},
-            }
+    by_sampler = {sampler: grade_test(model, tokenizer, settings, sampler) for sampler in samplers}
     line["test"] = by_sampler[samplers[0]]
     if len(samplers) > 1:
         line["test_by_sampler"] = by_sampler

@@ -25,7 +25,7 @@ import argparse
 import json
 from dataclasses import replace
 
-from conditioning_lab import KINDS as LAB_KINDS, OUTSIDE_NAME, ROOT, Run, Settings, append_line, execute, fidelity, prompts, read_lines
+from conditioning_lab import KINDS as LAB_KINDS, OUTSIDE_NAME, ROOT, Run, Settings, append_line, execute, read_lines, grade_test
 
 OUT = ROOT / "benchmarks" / "results" / "outside_8000_cpu.jsonl"
 GRADED = ROOT / "benchmarks" / "results" / "shipped_lab_test_cpu.jsonl"
@@ -38,7 +38,7 @@ KINDS = (*(f"{kind}_all" for kind in LAB_KINDS), "tier2_relation")  # the report
 def grade_checkpoint(name: str, settings: Settings = Settings()) -> dict:
     """A shipped (or any) decoder checkpoint graded exactly as the lab grades a run's test: its
     ``settings.test_prompts`` test prompts per kind, sampling seeds and guidance scales, through the
-    lab's ``fidelity`` (so the same prompts and sampling batches as the outside row's line)."""
+    lab's ``grade_test`` (so the same prompts and sampling batches as the outside row's line)."""
     import time
     from pathlib import Path
 
@@ -50,17 +50,8 @@ def grade_checkpoint(name: str, settings: Settings = Settings()) -> dict:
     path = Path(name) if name.endswith(".pt") else pretrained_path(name)
     decoder, tokenizer = load_text_to_image(path)
     config = decoder.config
-    test: dict = {}
     start = time.perf_counter()
-    for scale in settings.scales:
-        per_seed: dict[str, list[float]] = {}
-        for kind in LAB_KINDS:
-            captions = prompts(kind, settings.test_prompts, None, config)
-            for seed in settings.sampling_seeds:
-                for key, value in fidelity(decoder, tokenizer, captions, seed, scale).items():
-                    per_seed.setdefault(f"{kind}_{key}", []).append(value)
-        test[f"g{scale:g}"] = {**{key: sum(v) / len(v) for key, v in per_seed.items()},
-                               "per_sampling_seed": {k: v for k, v in per_seed.items() if k.endswith(("_all", "_relation"))}}
+    test = grade_test(decoder, tokenizer, settings)
     return {"checkpoint": path.name, "design": config.conditioning + ("+token-shift" if config.token_shift else ""),
             "params": sum(p.numel() for p in decoder.parameters()), "steps": load_checkpoint(path)["step"],
             "torch": torch.__version__, "test": test, "eval_s": round(time.perf_counter() - start, 1),
