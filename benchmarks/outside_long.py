@@ -46,13 +46,14 @@ def grade_checkpoint(name: str, settings: Settings = Settings()) -> dict:
 
     from crossmodal_edu.dalle import load_text_to_image, pretrained_path
     from crossmodal_edu.dalle.checkpoint import load_checkpoint
+    from crossmodal_edu.dalle.lab_results import design_name
 
     path = Path(name) if name.endswith(".pt") else pretrained_path(name)
     decoder, tokenizer = load_text_to_image(path)
     config = decoder.config
     start = time.perf_counter()
     test = grade_test(decoder, tokenizer, settings)
-    return {"checkpoint": path.name, "design": config.conditioning + ("+token-shift" if config.token_shift else ""),
+    return {"checkpoint": path.name, "design": design_name(config),
             "params": sum(p.numel() for p in decoder.parameters()), "steps": load_checkpoint(path)["step"],
             "torch": torch.__version__, "test": test, "eval_s": round(time.perf_counter() - start, 1),
             "test_settings": {"n": settings.test_prompts, "sampling_seeds": list(settings.sampling_seeds),

@@ -26,6 +26,7 @@ import torch
 
 from crossmodal_edu.dalle import load_text_to_image, pretrained_path
 from crossmodal_edu.dalle.evaluate import evaluation_prompts, prompt_fidelity
+from crossmodal_edu.dalle.lab_results import design_name
 
 KINDS = (("tier1", "one object"), ("held_out", "held-out pair"), ("tier2", "two objects"))
 ATTRIBUTES = {"tier1": ("all",), "held_out": ("all",), "tier2": ("all", "relation")}
@@ -34,8 +35,7 @@ ATTRIBUTES = {"tier1": ("all",), "held_out": ("all",), "tier2": ("all", "relatio
 def grade(name: str, prompts: int, seeds: tuple[int, ...], scales: tuple[float, ...]) -> dict:
     path = Path(name) if name.endswith(".pt") else pretrained_path(name)  # a shipped name, or any checkpoint file
     decoder, tokenizer = load_text_to_image(path)
-    design = decoder.config.conditioning + ("+token-shift" if decoder.config.token_shift else "")
-    result = {"checkpoint": path.name, "conditioning": design, "prompts": prompts,
+    result = {"checkpoint": path.name, "conditioning": design_name(decoder.config), "prompts": prompts,
               "seeds": list(seeds), "params": sum(p.numel() for p in decoder.parameters()), "scores": {}}
     start = time.perf_counter()
     for scale in scales:

@@ -35,6 +35,11 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 relation), and how often the relation alone was right on two-object prompts."""
 
 
+def design_name(config) -> str:
+    """A decoder config's design as the lab names it: ``"single-stream+token-shift"``, ``"joint"``."""
+    return config.conditioning + (TOKEN_SHIFT if config.token_shift else "")
+
+
 def read_lines(path: str | Path = RESULTS) -> list[dict[str, Any]]:
     """Every JSON line of ``path`` (none if it does not exist)."""
     path = Path(path)
