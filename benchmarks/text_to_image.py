@@ -129,7 +129,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     tokenizer_seconds = time.perf_counter() - start
     tok = evaluate_tokenizer(tokenizer, 300)
     config, recipe = RECIPES[tier, args.model]
-    config = dataclasses.replace(config, codebook_size=tokenizer_config.codebook_size)
+    config = dataclasses.replace(config, codebook_size=tokenizer_config.codebook_size, token_shift=args.token_shift)
     recipe = {**recipe, **({"batch_size": args.batch_size} if args.batch_size else {})}
     train = DecoderTrainConfig(**{"two_object_fraction": 0.0, **recipe}, seed=args.seed, device=args.device)
     result, seconds, per_step = train_for(config, train, tokenizer, budget - (time.perf_counter() - start))
@@ -145,7 +145,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     layers = (f"one stream of {config.layers} layers" if config.conditioning == "single-stream"
               else f"text {config.text_layers} + decoder {config.layers} layers")
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
-            f"budget {args.minutes:g} min, training seed {args.seed}\n\ndecoder: {args.model}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
+            f"budget {args.minutes:g} min, training seed {args.seed}\n\ndecoder: {args.model}{' + token shift' if config.token_shift else ''}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
             f"{tokenizer_config.codebook_size} codes, oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")
@@ -207,6 +207,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="decoder for 'guidance' (default: shipped)")
     parser.add_argument("--model", choices=["cross-attention", "joint", "single-stream"], default=None,
                         help="tier1/tier2 decoder (tier1: cross-attention, tier2: joint)")
+    parser.add_argument("--token-shift", action="store_true",
+                        help="tier1/tier2: the recipe's decoder with DecoderConfig(token_shift=True) (cross-attention, single-stream)")
     parser.add_argument("--seed", type=int, default=0, help="tier1/tier2: training seed of tokenizer and decoder (weights and batches)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="append the table to this Markdown file")

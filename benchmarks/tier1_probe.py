@@ -9,10 +9,11 @@ two cores; training seconds exclude the grading.
     python benchmarks/tier1_probe.py                                   # shipped tokenizer, batch 32, 2,800 steps
     python benchmarks/tier1_probe.py --batch-size 16 --steps 3200 --every 800
     python benchmarks/tier1_probe.py --tokenizer-steps 858 --codebook-size 128 --batch-size 16 --steps 3000 --every 3000
+    python benchmarks/tier1_probe.py --token-shift --steps 2000                # image tokens borrow from above and left
 
 ``--tokenizer-steps N`` trains a tokenizer from scratch on one-object scenes first (and grades its
 read-back); without it the shipped tokenizer (3,000 steps) is used. Results: benchmarks/RESULTS.md,
-"Tier 1, session 9".
+"Tier 1, session 9" and (``--token-shift``) "Tier 1, session 16".
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=400, help="steps between gradings")
     parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
     parser.add_argument("--lr", type=float, default=RECIPE["lr"])
+    parser.add_argument("--token-shift", action="store_true", help="the same decoder with DecoderConfig(token_shift=True)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", type=int, default=300, help="validation prompts per grading")
     args = parser.parse_args()
@@ -58,7 +60,7 @@ def main() -> None:
         metrics = evaluate_tokenizer(tokenizer, args.prompts)
         print(json.dumps({"tokenizer_steps": args.tokenizer_steps, "codes": args.codebook_size, "seconds": round(time.perf_counter() - start, 1),
                           "reads_back_1": metrics["oracle_all_1"], "reads_back_2": metrics["oracle_all_2"]}), flush=True)
-    config = dataclasses.replace(CONFIG, codebook_size=tokenizer.config.codebook_size)
+    config = dataclasses.replace(CONFIG, codebook_size=tokenizer.config.codebook_size, token_shift=args.token_shift)
     captions = evaluation_prompts(args.prompts, "tier1", config.held_out_pairs, seed=VALIDATION_SEEDS["tier1"])
     seed_everything(args.seed)
     decoder = build_decoder(config)
