@@ -31,6 +31,7 @@ import torch
 
 from crossmodal_edu.dalle.config import DecoderConfig, TokenizerConfig, TrainConfig
 from crossmodal_edu.dalle.evaluate import evaluate_decoder, evaluate_tokenizer, evaluation_prompts, prompt_fidelity
+from crossmodal_edu.dalle.lab_results import design_name
 from crossmodal_edu.dalle.sampling import generate
 from crossmodal_edu.dalle.train import train_tokenizer
 from crossmodal_edu.dalle.train_decoder import DecoderTrainConfig, load_text_to_image, train_decoder
@@ -145,7 +146,7 @@ def tiered(args: argparse.Namespace, tier: int) -> None:
     layers = (f"one stream of {config.layers} layers" if config.conditioning == "single-stream"
               else f"text {config.text_layers} + decoder {config.layers} layers")
     head = (f"### Tier {tier} from scratch on {describe_device(device)} ({torch.get_num_threads()} threads), "
-            f"budget {args.minutes:g} min, training seed {args.seed}\n\ndecoder: {args.model}{' + token shift' if config.token_shift else ''}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
+            f"budget {args.minutes:g} min, training seed {args.seed}\n\ndecoder: {design_name(config)}, d {config.d_model}, {layers}, {params:.2f} M parameters, batch {train.batch_size}, lr {train.lr:g}. tokenizer: {tokenizer_seconds:.0f} s ({steps} steps), "
             f"{tokenizer_config.codebook_size} codes, oracle on reconstructions {100 * tok['oracle_all_1']:.1f}% / {100 * tok['oracle_all_2']:.1f}% (1 / 2 objects); "
             f"decoder: {result.step} steps of {per_step:.3f} s, {seconds:.0f} s; total {total:.0f} s. "
             f"{args.prompts} fresh prompts per kind.\n")
